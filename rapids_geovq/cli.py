@@ -46,6 +46,7 @@ def cmd_codebook(args) -> int:
     import numpy as np
 
     from .geodesic import GeodesicKMeans, geodesic_matrix, geodesic_row_shards, knn_graph
+    from .geodesic.engine import connect
     from .geodesic.shards import as_rows
     from .geodesic.shortest_paths import available_memory_bytes
     from .pipeline import save_npz
@@ -68,14 +69,19 @@ def cmd_codebook(args) -> int:
         raise ValueError(f"--clusters {args.clusters} is more than the {Z.shape[0]} latents in {path}")
     graph = knn_graph(Z, args.k, disconnected=args.disconnected)
     n = Z.shape[0]
-    if n * n * 4 * 1.5 < available_memory_bytes() and args.work_dir is None:
-        D = geodesic_matrix(graph, progress=True)
-    else:
-        work = Path(args.work_dir or str(Path(args.out).with_suffix("")) + ".geodesic")
-        log.info("geodesic matrix (%.1f GiB) goes to row shards in %s", n * n * 4 / 2**30, work)
-        D = geodesic_row_shards(graph, work, n_workers=args.workers, progress=True)
-    km = GeodesicKMeans(args.clusters, n_init=args.n_init, random_state=args.seed, progress=True).fit(D)
-    rows = as_rows(D).take_rows(km.medoid_indices_)
+    engine = connect(args.cluster, args.workers)
+    try:
+        if n * n * 4 * 1.5 < available_memory_bytes() and args.work_dir is None and args.cluster == "none":
+            D = geodesic_matrix(graph, progress=True, n_workers=args.workers)
+        else:
+            work = Path(args.work_dir or str(Path(args.out).with_suffix("")) + ".geodesic")
+            log.info("geodesic matrix (%.1f GiB) goes to row shards in %s", n * n * 4 / 2**30, work)
+            D = geodesic_row_shards(graph, work, engine=engine, progress=True)
+        km = GeodesicKMeans(args.clusters, n_init=args.n_init, random_state=args.seed, progress=True,
+                            engine=engine).fit(D)
+        rows = as_rows(D).take_rows(km.medoid_indices_)
+    finally:
+        engine.close()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_npz(out, medoid_indices=km.medoid_indices_, labels=km.labels_, codebook=Z[km.medoid_indices_],
@@ -124,7 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--disconnected", choices=["repair", "error"], default="repair")
     c.add_argument("--work-dir", default=None, help="directory for geodesic row shards (default: in memory "
                    "when it fits, else OUT.geodesic/)")
-    c.add_argument("--workers", type=int, default=None, help="processes for shortest paths (default: all CPUs)")
+    c.add_argument("--workers", type=int, default=None,
+                   help="threads (--cluster none) or worker processes (--cluster local); default: all CPUs")
+    c.add_argument("--cluster", default="none",
+                   help="none (this process), local (Dask LocalCluster), a scheduler address or scheduler file")
     c.add_argument("--out", default="codebook.npz")
     c.set_defaults(func=cmd_codebook)
 

@@ -45,10 +45,14 @@ class GraphConfig:
 
 @dataclass
 class GeodesicConfig:
-    """All-pairs shortest paths, written as float32 row shards."""
+    """All-pairs shortest paths, written as float32 row shards held by the workers of an engine."""
 
     shard_rows: int = 2048
-    n_workers: Optional[int] = None  # processes; None: one per CPU
+    # "none": threads in this process; "local": a Dask LocalCluster; "tcp://host:port" or a
+    # scheduler file (*.json): an existing Dask cluster (see jobs/slurm_dask.sh)
+    cluster: str = "none"
+    n_workers: Optional[int] = None  # threads ("none") or worker processes ("local"); None: one per CPU
+    method: str = "numba"  # "numba" (compiled multi-source kernel) or "scipy" (reference; same output)
 
 
 @dataclass
@@ -193,6 +197,10 @@ def validate(cfg: JobConfig) -> JobConfig:
     _check_ranges(cfg)
     if cfg.backend not in BACKENDS:
         raise ConfigError(f"backend must be one of {BACKENDS}, got {cfg.backend!r}")
+    if cfg.geodesic.method not in ("numba", "scipy"):
+        raise ConfigError(f"geodesic.method must be 'numba' or 'scipy', got {cfg.geodesic.method!r}")
+    if not cfg.geodesic.cluster:
+        raise ConfigError("geodesic.cluster must be 'none', 'local', a scheduler address or a scheduler file")
     if cfg.graph.disconnected not in ("repair", "error"):
         raise ConfigError(f"graph.disconnected must be 'repair' or 'error', got {cfg.graph.disconnected!r}")
     n = cfg.data.n_train

@@ -26,7 +26,7 @@ log = logging.getLogger("rapids_geovq")
 
 #: Per-stage code versions: bump a stage's entry when its computation changes, so its old
 #: artifacts (and those of the stages that read them) are not reused. Unlisted stages are at 1.
-STAGE_VERSIONS = {"quantize": 2}
+STAGE_VERSIONS = {"quantize": 2, "geodesic": 2, "kmeans": 2}
 
 
 def _reset_peak_rss() -> None:
@@ -201,6 +201,7 @@ def run_job(cfg: JobConfig) -> dict:
     from .geodesic.kmeans import GeodesicKMeans
     from .geodesic.knn import knn_graph
     from .geodesic.quantize import EuclideanQuantizer, GeodesicQuantizer
+    from .geodesic.engine import connect
     from .geodesic.shortest_paths import geodesic_row_shards, load_row_shards
     from .models import training as T
     from .models.prior import prior_nll
@@ -262,28 +263,46 @@ def run_job(cfg: JobConfig) -> dict:
     run.stage("graph", cfg.section("graph"), ["latents"], ["artifacts/knn_graph.npz"], build_graph)
     graph = sp.load_npz(run.path("artifacts", "knn_graph.npz")).tocsr()
 
-    def geodesic():
-        shards = geodesic_row_shards(graph, run.path("geodesic"), shard_rows=cfg.geodesic.shard_rows,
-                                     n_workers=cfg.geodesic.n_workers, progress=progress)
-        return {"n": shards.shape[0], "n_shards": len(shards.shards), "dtype": str(shards.dtype),
-                "bytes": int(shards.shape[0]) ** 2 * 4}
+    engines: dict = {}
 
-    run.stage("geodesic", {"shard_rows": cfg.geodesic.shard_rows, "backend": "numpy"}, ["graph"],
-              ["geodesic/manifest.json"], geodesic, uses_workers=True,
-              check=lambda: load_row_shards(run.path("geodesic"), verify=True))
-    D = load_row_shards(run.path("geodesic"))
+    def engine():
+        """The geodesic engine (threads or a Dask cluster), started when a stage first needs it."""
+        if "e" not in engines:
+            engines["e"] = connect(cfg.geodesic.cluster, cfg.geodesic.n_workers)
+            log.info("geodesic engine: %r", engines["e"])
+        return engines["e"]
 
-    def kmeans():
-        kc = cfg.kmeans
-        km = GeodesicKMeans(kc.n_clusters, n_init=kc.n_init, max_iter=kc.max_iter, swap=kc.swap,
-                            block_rows=kc.block_rows, random_state=kc.seed, progress=progress).fit(D)
-        dist_to_codes = D.take_rows(km.medoid_indices_).T.copy()  # symmetric: D[:, m] = D[m, :]
-        save_npz(run.path("artifacts", "codebook.npz"), medoid_indices=km.medoid_indices_, labels=km.labels_,
-                 codebook=z_train[km.medoid_indices_], dist_to_codes=dist_to_codes)
-        return {"inertia": km.inertia_, "n_iter": km.n_iter_, "n_swaps": km.n_swaps_}
+    held: dict = {}
+    try:
+        def geodesic():
+            shards = geodesic_row_shards(graph, run.path("geodesic"), shard_rows=cfg.geodesic.shard_rows,
+                                         engine=engine(), method=cfg.geodesic.method, progress=progress)
+            held["D"] = shards  # its shards stay open where they were computed, for k-means
+            return {"n": shards.shape[0], "n_shards": len(shards.shards), "dtype": str(shards.dtype),
+                    "bytes": int(shards.shape[0]) ** 2 * 4, "cluster": cfg.geodesic.cluster,
+                    "n_workers": engine().n_workers, "method": cfg.geodesic.method}
 
-    ksettings = {k: v for k, v in cfg.section("kmeans").items() if k not in ("euclidean_n_init", "block_rows")}
-    km_result = run.stage("kmeans", ksettings, ["geodesic"], ["artifacts/codebook.npz"], kmeans)
+        run.stage("geodesic", {"shard_rows": cfg.geodesic.shard_rows, "backend": "numpy"}, ["graph"],
+                  ["geodesic/manifest.json"], geodesic, uses_workers=True,
+                  check=lambda: load_row_shards(run.path("geodesic"), verify=True))
+        D = held.get("D") or load_row_shards(run.path("geodesic"))
+
+        def kmeans():
+            kc = cfg.kmeans
+            km = GeodesicKMeans(kc.n_clusters, n_init=kc.n_init, max_iter=kc.max_iter, swap=kc.swap,
+                                block_rows=kc.block_rows, random_state=kc.seed, progress=progress,
+                                engine=engine()).fit(D)
+            dist_to_codes = D.take_rows(km.medoid_indices_).T.copy()  # symmetric: D[:, m] = D[m, :]
+            save_npz(run.path("artifacts", "codebook.npz"), medoid_indices=km.medoid_indices_, labels=km.labels_,
+                     codebook=z_train[km.medoid_indices_], dist_to_codes=dist_to_codes)
+            return {"inertia": km.inertia_, "n_iter": km.n_iter_, "n_swaps": km.n_swaps_,
+                    "cluster": cfg.geodesic.cluster, "n_workers": engine().n_workers}
+
+        ksettings = {k: v for k, v in cfg.section("kmeans").items() if k not in ("euclidean_n_init", "block_rows")}
+        km_result = run.stage("kmeans", ksettings, ["geodesic"], ["artifacts/codebook.npz"], kmeans, uses_workers=True)
+    finally:
+        if "e" in engines:
+            engines["e"].close()
     with np.load(run.path("artifacts", "codebook.npz")) as f:
         medoids, train_codes, dist_to_codes = f["medoid_indices"], f["labels"], f["dist_to_codes"]
     K = cfg.kmeans.n_clusters

@@ -5,7 +5,7 @@ import warnings
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from scipy.sparse.csgraph import shortest_path
+from scipy.sparse.csgraph import dijkstra, shortest_path
 from sklearn.manifold import Isomap
 from sklearn.neighbors import kneighbors_graph
 
@@ -21,6 +21,16 @@ from rapids_geovq import (
     load_row_shards,
 )
 from rapids_geovq.geodesic.shards import ShardError
+
+
+@pytest.fixture(scope="module")
+def dask_engine():
+    """A Dask LocalCluster with two single-threaded worker processes."""
+    from rapids_geovq.geodesic.engine import connect
+
+    engine = connect("local", 2)
+    yield engine
+    engine.close()
 
 
 def points_with_duplicates(seed=0, n=300, d=5):
@@ -120,8 +130,10 @@ def test_row_shards_equal_in_memory_and_resume(tmp_path):
     np.testing.assert_array_equal(S.to_array(), D)
     np.testing.assert_array_equal(S.take_rows([199, 0, 64, 63]), D[[199, 0, 64, 63]])
     blocks = list(S.row_blocks(50))
-    assert all(b.shape[0] <= 50 for _, _, b in blocks)
-    np.testing.assert_array_equal(np.concatenate([b for _, _, b in blocks]), D)
+    assert all(b.shape[0] <= 50 for _, b in blocks)
+    for ids, b in blocks:
+        np.testing.assert_array_equal(b, D[ids])
+    np.testing.assert_array_equal(np.sort(np.concatenate([ids for ids, _ in blocks])), np.arange(200))
 
     # a truncated shard is detected and recomputed, the others are kept
     shard = tmp_path / "geo" / S.shards[1].path
@@ -133,11 +145,68 @@ def test_row_shards_equal_in_memory_and_resume(tmp_path):
     assert untouched.stat().st_mtime_ns == mtime
 
 
-def test_row_shards_with_two_worker_processes(tmp_path):
+def test_row_shards_with_two_threads_and_two_dask_workers(tmp_path, dask_engine):
     X = points_with_duplicates(n=150)
     G = knn_graph(X, 5)
+    ref = dijkstra(G).astype(np.float32)
     S = geodesic_row_shards(G, tmp_path / "geo", shard_rows=40, n_workers=2, progress=False)
-    np.testing.assert_array_equal(S.to_array(), geodesic_matrix(G))
+    np.testing.assert_array_equal(S.to_array(), ref)
+    S2 = geodesic_row_shards(G, tmp_path / "geo2", shard_rows=40, engine=dask_engine, progress=False)
+    np.testing.assert_array_equal(S2.to_array(), ref)
+    # the shards stay on the workers that computed them; rows come back on request
+    assert len(set(S2.held.owners)) == 2
+    np.testing.assert_array_equal(S2.held.take_rows([149, 0, 77]), ref[[149, 0, 77]])
+    for a, b in zip(S.shards, S2.shards):
+        assert a.crc32 == b.crc32
+
+
+def _graph_with_zero_and_tiny_weights(seed):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(400, 3))
+    X[20:25] = X[19]  # duplicates: zero-length edges
+    X[30] = X[29] + 1e-9  # a tiny positive edge widens the bucket array to its cap
+    return knn_graph(X, 5)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_kernel_equals_scipy_dijkstra_exactly(seed):
+    G = _graph_with_zero_and_tiny_weights(seed)
+    ref = dijkstra(G).astype(np.float32)
+    for method in ("numba", "scipy"):
+        D = geodesic_matrix(G, method=method)
+        np.testing.assert_array_equal(D, ref)  # bit-identical float32
+    # a weighted random graph with heterogeneous weights, too
+    rng = np.random.default_rng(100 + seed)
+    A = sp.random(300, 300, density=0.03, random_state=seed, data_rvs=lambda k: rng.exponential(size=k)).tocsr()
+    A = A.maximum(A.T) + sp.diags(np.ones(299), 1, shape=(300, 300))  # a path keeps it connected
+    A = A.maximum(A.T).tocsr()
+    np.testing.assert_array_equal(geodesic_matrix(A), dijkstra(A).astype(np.float32))
+
+
+def test_resource_estimates_refuse_with_settings_that_fit(tmp_path, monkeypatch):
+    from rapids_geovq.geodesic import shortest_paths as spm
+
+    G = knn_graph(points_with_duplicates(n=120), 5)
+    monkeypatch.setattr(spm, "available_memory_bytes", lambda: 120 * 120 * 4 // 2)
+    with pytest.raises(spm.ResourceError, match="row shards on disk"):
+        geodesic_matrix(G)
+    monkeypatch.undo()
+    Usage = type("Usage", (), {})
+    usage = Usage()
+    usage.free = 100 * 120 * 4  # room for 100 of 120 rows
+    monkeypatch.setattr(spm.shutil, "disk_usage", lambda path: usage)
+    with pytest.raises(spm.ResourceError, match=r"at most 109 points \(data.n_train\)"):
+        geodesic_row_shards(G, tmp_path / "geo", shard_rows=40, n_workers=1, progress=False)
+    assert not list((tmp_path / "geo").glob("rows_*.npy"))  # refused before writing any shard
+    est = spm.estimate_resources(60000, 845114, n_workers=2)
+    assert est["disk"] == 60000**2 * 4 and est["per_worker"] < 2**30
+
+
+def test_unreachable_cluster_gives_clear_error(tmp_path):
+    from rapids_geovq.geodesic.engine import EngineError, connect
+
+    with pytest.raises(EngineError, match="scheduler file .* does not exist"):
+        connect(str(tmp_path / "scheduler.json"))
 
 
 def test_corrupt_shard_or_manifest_gives_clear_error(tmp_path):
@@ -163,7 +232,7 @@ def test_corrupt_shard_or_manifest_gives_clear_error(tmp_path):
 # -- geodesic k-means -----------------------------------------------------------------------------
 
 def test_swap_gains_equal_brute_force_swap_deltas():
-    from rapids_geovq.geodesic.shards import DenseRows
+    from rapids_geovq.geodesic.kernels import swap_gains
 
     rng = np.random.default_rng(0)
     for _ in range(8):
@@ -173,11 +242,16 @@ def test_swap_gains_equal_brute_force_swap_deltas():
         K = 5
         km = GeodesicKMeans(K, block_rows=16)
         med = rng.choice(60, K, replace=False)
-        state = km._swap_state(DenseRows(D), med)
-        cand = np.setdiff1d(np.arange(60), med)
-        delta, best = km._swap_gains(D[cand], state)
+        rows = D[med].astype(np.float64) ** 2
+        is_medoid, n1, d1, d2, removal = km._swap_state(rows, med)
+        cand = np.arange(60)
+        delta, best = np.empty(60), np.empty(60, np.int64)
+        swap_gains(D, cand, is_medoid, n1, d1, d2, removal, delta, best)
+        assert np.isinf(delta[med]).all()
         base = kmeans_objective(D, med)
         for i, x in enumerate(cand):
+            if x in med:
+                continue
             brute = [kmeans_objective(D, np.where(np.arange(K) == j, x, med)) - base for j in range(K)]
             assert delta[i] == pytest.approx(min(brute), abs=1e-9)
             assert brute[best[i]] == pytest.approx(min(brute), abs=1e-9)
@@ -212,15 +286,36 @@ def test_kmeans_no_worse_than_fasterpam():
 
 
 def test_kmeans_same_result_in_memory_and_sharded(tmp_path):
+    from rapids_geovq.geodesic.shards import DenseRows
+
     X = points_with_duplicates(n=300)
     G = knn_graph(X, 6)
     D = geodesic_matrix(G)
     S = geodesic_row_shards(G, tmp_path / "geo", shard_rows=70, n_workers=1, progress=False)
-    a = GeodesicKMeans(8, random_state=3, block_rows=32).fit(D)
-    b = GeodesicKMeans(8, random_state=3, block_rows=64).fit(S)
+    # the swap scan follows the matrix's row order; the same order gives the same result
+    a = GeodesicKMeans(8, random_state=3, block_rows=32, n_workers=1).fit(DenseRows(D, order=S.order))
+    b = GeodesicKMeans(8, random_state=3, block_rows=64, n_workers=2).fit(S)
     np.testing.assert_array_equal(a.medoid_indices_, b.medoid_indices_)
     np.testing.assert_array_equal(a.labels_, b.labels_)
     assert a.inertia_ == b.inertia_
+
+
+def test_kmeans_identical_with_dask_workers_and_without_cluster(tmp_path, dask_engine):
+    from sklearn.datasets import make_blobs
+
+    Z, _ = make_blobs(n_samples=900, centers=8, n_features=4, cluster_std=1.5, random_state=1)
+    G = knn_graph(Z, 8)
+    S = geodesic_row_shards(G, tmp_path / "geo", shard_rows=100, engine=dask_engine, progress=False)
+    kw = dict(random_state=5, block_rows=32, n_init=2)
+    on_dask = GeodesicKMeans(12, engine=dask_engine, **kw).fit(S)  # shards where they were computed
+    reopened = GeodesicKMeans(12, engine=dask_engine, **kw).fit(load_row_shards(tmp_path / "geo"))
+    no_cluster = GeodesicKMeans(12, n_workers=1, **kw).fit(load_row_shards(tmp_path / "geo"))
+    threads = GeodesicKMeans(12, n_workers=3, **kw).fit(load_row_shards(tmp_path / "geo"))
+    assert on_dask.n_swaps_ > 0
+    for other in (reopened, no_cluster, threads):
+        np.testing.assert_array_equal(other.medoid_indices_, on_dask.medoid_indices_)
+        np.testing.assert_array_equal(other.labels_, on_dask.labels_)
+        assert other.inertia_ == on_dask.inertia_
 
 
 def test_kmeans_errors():

@@ -8,22 +8,32 @@ point to its medoid. The fit runs, per restart:
    to the member with the least sum of squared distances to its cluster, until the medoids stop
    changing;
 3. optionally, eager swap refinement in the manner of FasterPAM (Schubert & Rousseeuw, 2021):
-   candidates are scanned in order and the first one whose best (medoid, candidate) swap lowers
-   the cost is swapped in at once, until a whole pass over the points improves nothing. Step 2 alone can
-   stop in a poor local optimum; a swap-optimal solution is also Voronoi-stable.
+   candidates are scanned in the matrix's row order and the first one whose best (medoid,
+   candidate) swap lowers the cost is swapped in at once, until a whole pass over the points
+   improves nothing. Step 2 alone can stop in a poor local optimum; a swap-optimal solution is
+   also Voronoi-stable.
 
-The matrix is only read through ``take_rows`` and ``row_blocks`` (see
-:mod:`rapids_geovq.geodesic.shards`), so a 60,000-point matrix held as row shards on disk works
-the same as a small in-memory one. Rows are used as distances *from* a point, so the matrix must
-be symmetric, as geodesic distances on an undirected graph are. All sums are accumulated in
-float64 in an order that does not depend on how the rows are sharded.
+The matrix stays where it is: row shards on an engine (threads in this process, or Dask workers,
+see :mod:`rapids_geovq.geodesic.engine`). The driver holds only per-point arrays and the K medoid
+rows; it sends labels or the swap state to the shards and gets back per-row sums (the compiled
+kernels of :mod:`rapids_geovq.geodesic.kernels`). Blocks of swap candidates are evaluated ahead
+on all workers against the current medoids and used in scan order; after a swap the evaluations
+made against the old medoids are dropped, so the swaps made are exactly those of a one-candidate-
+at-a-time scan, whatever the number of workers. Each row's result depends only on that row, and
+the driver's sums run over points in a fixed order, so medoids, labels and inertia are identical
+with any number of workers, with or without a cluster.
+
+Rows are used as distances *from* a point, so the matrix must be symmetric, as geodesic distances
+on an undirected graph are.
 """
 from __future__ import annotations
 
 import logging
+from collections import deque
 
 import numpy as np
 
+from .engine import connect, on_engine
 from .shards import as_rows
 
 log = logging.getLogger("rapids_geovq")
@@ -33,6 +43,26 @@ def _check_random_state(seed) -> np.random.Generator:
     if isinstance(seed, np.random.Generator):
         return seed
     return np.random.default_rng(seed)
+
+
+# --- tasks run where a shard is held --------------------------------------------------------
+
+def _medoid_cost_task(handle, labels, members, seg_start) -> np.ndarray:
+    from .kernels import medoid_costs
+
+    out = np.empty(handle.rows.size, np.float64)
+    medoid_costs(handle.data, handle.rows, labels, members, seg_start, out)
+    return out
+
+
+def _swap_task(handle, lo: int, hi: int, state) -> tuple[np.ndarray, np.ndarray]:
+    from .kernels import swap_gains
+
+    is_medoid, nearest, d1, d2, removal = state
+    delta = np.empty(hi - lo, np.float64)
+    best = np.empty(hi - lo, np.int64)
+    swap_gains(handle.data[lo:hi], handle.rows[lo:hi], is_medoid, nearest, d1, d2, removal, delta, best)
+    return delta, best
 
 
 class GeodesicKMeans:
@@ -51,11 +81,16 @@ class GeodesicKMeans:
     max_swap_passes : int, default=20
         Cap on full passes over the candidates in the swap phase.
     block_rows : int, default=256
-        Rows read and processed at a time (memory is about ``block_rows * n * 24`` bytes).
+        Swap candidates per task (a task reads ``block_rows`` rows of the matrix).
     random_state : int, numpy Generator or None
         Seed for the k-means++ draws.
     progress : bool, default=False
         Show a progress bar over restarts.
+    engine : engine, cluster spec or None
+        Where the matrix's shards are and the work runs (see
+        :func:`rapids_geovq.geodesic.engine.connect`); None: threads in this process.
+    n_workers : int, optional
+        Threads when ``engine`` is None; default one per CPU.
 
     Attributes
     ----------
@@ -72,7 +107,8 @@ class GeodesicKMeans:
     """
 
     def __init__(self, n_clusters: int = 64, *, n_init: int = 3, max_iter: int = 100, swap: bool = True,
-                 max_swap_passes: int = 20, block_rows: int = 256, random_state=None, progress: bool = False):
+                 max_swap_passes: int = 20, block_rows: int = 256, random_state=None, progress: bool = False,
+                 engine=None, n_workers: int | None = None):
         self.n_clusters = n_clusters
         self.n_init = n_init
         self.max_iter = max_iter
@@ -81,6 +117,8 @@ class GeodesicKMeans:
         self.block_rows = block_rows
         self.random_state = random_state
         self.progress = progress
+        self.engine = engine
+        self.n_workers = n_workers
 
     # -- public -----------------------------------------------------------------------------
 
@@ -89,8 +127,9 @@ class GeodesicKMeans:
 
         Parameters
         ----------
-        D : array of shape (n, n), or a row-sharded matrix (``ShardedRows``)
-            Geodesic distances, finite and non-negative.
+        D : array of shape (n, n), ``DenseRows``, ``ShardedRows`` (shards on disk) or ``RowShards``
+            Geodesic distances, finite and non-negative. The swap scan follows the matrix's row
+            order (``order`` attribute; 0..n-1 for an array).
         y : ignored
 
         Returns
@@ -99,22 +138,33 @@ class GeodesicKMeans:
         """
         from tqdm.auto import tqdm
 
-        M = as_rows(D)
-        n = self._validate(M)
-        rng = _check_random_state(self.random_state)
-        best = None
-        for run in tqdm(range(self.n_init), desc="geodesic k-means", unit="init", disable=not self.progress):
-            medoids = self._kmeanspp(M, n, rng)
-            medoids, n_iter = self._alternate(M, medoids)
-            n_swaps = 0
-            if self.swap:
-                medoids, n_swaps = self._swap(M, medoids)
-            labels, d1 = self._assign(M, medoids)
-            inertia = float(np.sum(d1))
-            log.info("k-means restart %d: inertia %.6g after %d iterations and %d swaps",
-                     run, inertia, n_iter, n_swaps)
-            if best is None or inertia < best[0]:
-                best = (inertia, medoids, labels, n_iter, n_swaps)
+        if not hasattr(D, "take_rows"):
+            D = np.asarray(D)
+        shape = tuple(D.shape)
+        if len(shape) != 2 or shape[0] != shape[1]:
+            raise ValueError(f"D must be a square distance matrix, got shape {shape}")
+        own = self.engine is None or isinstance(self.engine, str)
+        engine = connect(self.engine or "none", self.n_workers) if own else self.engine
+        try:
+            R = on_engine(engine, D)
+            n = self._validate(R)
+            rng = _check_random_state(self.random_state)
+            best = None
+            for run in tqdm(range(self.n_init), desc="geodesic k-means", unit="init", disable=not self.progress):
+                medoids = self._kmeanspp(R, n, rng)
+                medoids, rows, n_iter = self._alternate(R, medoids)
+                n_swaps = 0
+                if self.swap:
+                    medoids, rows, n_swaps = self._swap(R, medoids, rows)
+                labels, d1 = self._assign(rows, medoids)
+                inertia = float(np.sum(d1))
+                log.info("k-means restart %d: inertia %.6g after %d iterations and %d swaps",
+                         run, inertia, n_iter, n_swaps)
+                if best is None or inertia < best[0]:
+                    best = (inertia, medoids, labels, n_iter, n_swaps)
+        finally:
+            if own:
+                engine.close()
         self.inertia_, self.medoid_indices_, self.labels_, self.n_iter_, self.n_swaps_ = best
         return self
 
@@ -124,10 +174,10 @@ class GeodesicKMeans:
 
     # -- steps ------------------------------------------------------------------------------
 
-    def _validate(self, M) -> int:
-        n, m = M.shape
+    def _validate(self, R) -> int:
+        n, m = R.shape
         if n != m:
-            raise ValueError(f"D must be a square distance matrix, got shape {M.shape}")
+            raise ValueError(f"D must be a square distance matrix, got shape {R.shape}")
         k = self.n_clusters
         if not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"n_clusters must be a positive integer, got {k!r}")
@@ -138,7 +188,7 @@ class GeodesicKMeans:
             )
         if self.n_init < 1 or self.max_iter < 1 or self.block_rows < 1:
             raise ValueError("n_init, max_iter and block_rows must be >= 1")
-        probe = M.take_rows(np.unique(np.linspace(0, n - 1, min(n, 8)).astype(np.int64)))
+        probe = R.take_rows(np.unique(np.linspace(0, n - 1, min(n, 8)).astype(np.int64)))
         if not np.isfinite(probe).all():
             raise ValueError(
                 "D contains NaN or infinite distances (a disconnected graph or NaN latents); rebuild "
@@ -148,13 +198,13 @@ class GeodesicKMeans:
             raise ValueError("D contains negative distances")
         return n
 
-    def _kmeanspp(self, M, n: int, rng: np.random.Generator) -> np.ndarray:
+    def _kmeanspp(self, R, n: int, rng: np.random.Generator) -> np.ndarray:
         """Greedy k-means++ on squared distances (as scikit-learn's): each step draws
         ``2 + log(k)`` candidates proportional to the current cost and keeps the one that lowers
         the total cost most."""
         n_trials = 2 + int(np.log(self.n_clusters))
         medoids = [int(rng.integers(n))]
-        closest = M.take_rows([medoids[0]])[0].astype(np.float64) ** 2
+        closest = R.take_rows([medoids[0]])[0].astype(np.float64) ** 2
         for _ in range(1, self.n_clusters):
             total = closest.sum()
             if total <= 0:  # every remaining point coincides with a chosen medoid
@@ -167,16 +217,16 @@ class GeodesicKMeans:
             cand = np.minimum(cand, n - 1)
             # rounding can land a draw on a zero-cost point (a chosen medoid or its duplicate)
             cand = np.where(closest[cand] > 0, cand, int(np.argmax(closest)))
-            trial = np.minimum(closest[None, :], M.take_rows(cand).astype(np.float64) ** 2)
+            trial = np.minimum(closest[None, :], R.take_rows(cand).astype(np.float64) ** 2)
             best = int(np.argmin(trial.sum(axis=1)))
             medoids.append(int(cand[best]))
             closest = trial[best]
         return np.array(medoids, dtype=np.int64)
 
     @staticmethod
-    def _nearest_two(M, medoids: np.ndarray):
-        """Nearest medoid (position), squared distance to it and to the second nearest, per point."""
-        rows = M.take_rows(medoids).astype(np.float64) ** 2  # (K, n)
+    def _nearest_two(rows: np.ndarray):
+        """Nearest medoid (position), squared distance to it and to the second nearest, per point,
+        from the squared medoid rows (K, n)."""
         if rows.shape[0] == 1:
             return np.zeros(rows.shape[1], np.int64), rows[0], np.full(rows.shape[1], np.inf)
         part = np.argpartition(rows, 1, axis=0)[:2]
@@ -188,115 +238,123 @@ class GeodesicKMeans:
         d2 = np.where(swap, d_a[0], d_a[1])
         return n1.astype(np.int64), d1, d2
 
-    def _assign(self, M, medoids: np.ndarray):
-        """Nearest medoid per point (ties to the lower cluster). A medoid always belongs to its own
-        cluster, even when it duplicates another medoid, so no cluster is ever empty."""
-        rows = M.take_rows(medoids).astype(np.float64) ** 2
+    @staticmethod
+    def _assign(rows: np.ndarray, medoids: np.ndarray):
+        """Nearest medoid per point (ties to the lower cluster) from the squared medoid rows. A
+        medoid always belongs to its own cluster, even when it duplicates another medoid, so no
+        cluster is ever empty."""
         labels = np.argmin(rows, axis=0).astype(np.int64)
         labels[medoids] = np.arange(medoids.size)
         return labels, rows[labels, np.arange(rows.shape[1])]
 
-    def _medoid_update(self, M, labels: np.ndarray, medoids: np.ndarray) -> np.ndarray:
-        """Per cluster, the member with the least sum of squared distances to the other members."""
+    @staticmethod
+    def _medoid_rows(R, medoids) -> np.ndarray:
+        rows = R.take_rows(medoids).astype(np.float64)
+        rows *= rows
+        return rows
+
+    def _medoid_update(self, R, labels: np.ndarray, medoids: np.ndarray) -> np.ndarray:
+        """Per cluster, the member with the least sum of squared distances to the other members
+        (ties to the lowest point id)."""
         k = self.n_clusters
-        members = [np.flatnonzero(labels == c) for c in range(k)]
-        cost = np.full(labels.size, np.inf)
-        for start, stop, block in M.row_blocks(self.block_rows):
-            lab = labels[start:stop]
-            for c in np.unique(lab):
-                local = np.flatnonzero(lab == c)
-                sub = block[local][:, members[c]].astype(np.float64)
-                cost[start + local] = (sub * sub).sum(axis=1)
+        members = np.argsort(labels, kind="stable")
+        seg_start = np.concatenate([[0], np.cumsum(np.bincount(labels, minlength=k))]).astype(np.int64)
+        eng = R.engine
+        args = eng.scatter((labels, members, seg_start))
+        futures = {R.submit(s, _medoid_cost_task_packed, args): s for s in range(len(R.rows))}
+        cost = np.empty(R.n)
+        for fut in eng.as_completed(list(futures)):
+            cost[R.rows[futures[fut]]] = fut.result()
         new = medoids.copy()
         for c in range(k):
-            if members[c].size:
-                new[c] = members[c][np.argmin(cost[members[c]])]
+            mem = members[seg_start[c] : seg_start[c + 1]]
+            if mem.size:
+                new[c] = mem[np.argmin(cost[mem])]
         return new
 
-    def _alternate(self, M, medoids: np.ndarray):
+    def _alternate(self, R, medoids: np.ndarray):
+        rows = self._medoid_rows(R, medoids)
         n_iter = 0
         for n_iter in range(1, self.max_iter + 1):
-            labels, _ = self._assign(M, medoids)
-            new = self._medoid_update(M, labels, medoids)
-            moved = int((new != medoids).sum())
-            log.debug("k-means iteration %d: %d medoids moved", n_iter, moved)
-            if moved == 0:
+            labels, _ = self._assign(rows, medoids)
+            new = self._medoid_update(R, labels, medoids)
+            changed = np.flatnonzero(new != medoids)
+            log.debug("k-means iteration %d: %d medoids moved", n_iter, changed.size)
+            if changed.size == 0:
                 break
+            rows[changed] = self._medoid_rows(R, new[changed])
             medoids = new
-        return medoids, n_iter
+        return medoids, rows, n_iter
 
-    def _swap(self, M, medoids: np.ndarray):
+    def _swap_state(self, rows: np.ndarray, medoids: np.ndarray):
+        n1, d1, d2 = self._nearest_two(rows)
+        removal = np.bincount(n1, weights=d2 - d1, minlength=self.n_clusters)
+        is_medoid = np.zeros(rows.shape[1], np.bool_)
+        is_medoid[medoids] = True
+        return (is_medoid, n1, d1, d2, removal)
+
+    def _swap(self, R, medoids: np.ndarray, rows: np.ndarray):
         """Eager FasterPAM-style swaps: the first improving candidate in scan order is swapped in.
 
-        Gains are computed for a block of candidates at once against the current medoids; after a
-        swap the scan resumes just past the swapped-in candidate, so the sequence of swaps is the
-        one a one-candidate-at-a-time scan would make. It stops after a full pass with no swap.
+        Blocks of candidates are evaluated ahead, on all workers, against the current medoids and
+        consumed in scan order. After a swap the scan resumes just past the swapped-in candidate
+        and evaluations made against the old medoids are dropped, so the swaps are those a
+        one-candidate-at-a-time scan would make. It stops after a full pass with no swap.
         """
-        k, n = self.n_clusters, M.shape[0]
+        k, n = self.n_clusters, R.n
         if k == n or k == 1:  # nothing to swap, or the alternating step is already optimal
-            return medoids, 0
+            return medoids, rows, 0
+        eng = R.engine
         medoids = medoids.copy()
-        n_swaps = passes = since_last = pos = 0
-        state = self._swap_state(M, medoids)
+        state = self._swap_state(rows, medoids)
+        state_ref = eng.scatter(state)
+        depth = 2 * eng.n_workers
+        n_swaps = passes = since_last = 0
+        next_pos = 0
+        ahead = 0  # candidates submitted but not yet consumed
+        pending: deque = deque()
         while since_last < n and passes < self.max_swap_passes:
-            stop = min(pos + self.block_rows, n)
-            cand = np.arange(pos, stop)
-            cand = cand[~np.isin(cand, medoids)]
-            hit = None
-            if cand.size:
-                delta, m_best = self._swap_gains(M.take_rows(cand), state)
-                # A relative threshold stops float noise from swapping back and forth.
-                improving = np.flatnonzero(delta < -1e-12 * max(float(np.sum(state["d1"])), 1e-300))
-                if improving.size:
-                    hit = int(improving[0])
-            if hit is not None:
-                medoids[m_best[hit]] = cand[hit]
-                state = self._swap_state(M, medoids)
+            while len(pending) < depth and since_last + ahead < n:
+                shard = int(np.searchsorted(R.bounds, next_pos, side="right") - 1)
+                lo = next_pos - int(R.bounds[shard])
+                hi = min(lo + self.block_rows, R.rows[shard].size)
+                pending.append((next_pos, next_pos + hi - lo, R.submit(shard, _swap_task, lo, hi, state_ref)))
+                ahead += hi - lo
+                next_pos = (next_pos + hi - lo) % n
+            p0, p1, fut = pending.popleft()
+            ahead -= p1 - p0
+            delta, best = fut.result()
+            # A relative threshold stops float noise from swapping back and forth.
+            hits = np.flatnonzero(delta < -1e-12 * max(float(np.sum(state[2])), 1e-300))
+            if hits.size:
+                h = int(hits[0])
+                m, x = int(best[h]), int(R.order[p0 + h])
+                eng.cancel([f for _, _, f in pending])
+                pending.clear()
+                medoids[m] = x
+                rows[m] = self._medoid_rows(R, [x])[0]
+                ahead = 0
+                state = self._swap_state(rows, medoids)
+                state_ref = eng.scatter(state)
                 n_swaps += 1
                 since_last = 0
-                pos = int(cand[hit]) + 1
+                next_pos = p0 + h + 1
+                if next_pos == n:
+                    next_pos = 0
+                    passes += 1
             else:
-                since_last += stop - pos
-                pos = stop
-            if pos >= n:
-                pos = 0
-                passes += 1
-                log.debug("k-means swap pass %d: %d swaps so far, cost %.6g", passes, n_swaps,
-                          float(np.sum(state["d1"])))
-        return medoids, n_swaps
+                since_last += p1 - p0
+                if p1 == n:
+                    passes += 1
+                    log.debug("k-means swap pass %d: %d swaps so far, cost %.6g", passes, n_swaps,
+                              float(np.sum(state[2])))
+        eng.cancel([f for _, _, f in pending])
+        return medoids, rows, n_swaps
 
-    def _swap_state(self, M, medoids):
-        """Per-point nearest / second-nearest costs, with columns pre-sorted by nearest medoid."""
-        n1, d1, d2 = self._nearest_two(M, medoids)
-        order = np.argsort(n1, kind="stable")
-        counts = np.bincount(n1, minlength=self.n_clusters)
-        removal = np.bincount(n1, weights=d2 - d1, minlength=self.n_clusters)
-        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        return {"d1": d1, "order": order, "d1o": d1[order], "d2o": d2[order], "counts": counts,
-                "starts": starts, "removal": removal}
 
-    def _swap_gains(self, rows: np.ndarray, state):
-        """Best change of cost for swapping each candidate (row) with its best medoid.
-
-        For candidate x and point o with nearest medoid m(o): if x becomes o's nearest the cost
-        falls by ``d1 - S`` for every swap (``acc``); if m(o) is the medoid removed, o moves to
-        ``min(S, d2)``. Columns are sorted by m(o) so per-medoid sums are contiguous segments.
-        """
-        S = rows[:, state["order"]].astype(np.float64)
-        S *= S  # squared distances from the candidates, (b, n), columns grouped by nearest medoid
-        near = np.minimum(S, state["d1o"])
-        near -= state["d1o"]
-        acc = near.sum(axis=1)
-        np.minimum(S, state["d2o"], out=S)
-        S -= state["d2o"]
-        S -= near  # per-point change charged to its nearest medoid when that medoid is removed
-        counts = state["counts"]
-        nonempty = counts > 0
-        per_medoid = np.zeros((S.shape[0], self.n_clusters))
-        per_medoid[:, nonempty] = np.add.reduceat(S, state["starts"][nonempty], axis=1)
-        per_medoid += state["removal"]
-        m_best = np.argmin(per_medoid, axis=1)
-        return per_medoid[np.arange(S.shape[0]), m_best] + acc, m_best
+def _medoid_cost_task_packed(handle, args) -> np.ndarray:
+    labels, members, seg_start = args
+    return _medoid_cost_task(handle, labels, members, seg_start)
 
 
 def kmeans_objective(D, medoids) -> float:

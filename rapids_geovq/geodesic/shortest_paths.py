@@ -1,10 +1,15 @@
-"""All-pairs geodesic (shortest-path) distances on a kNN graph (NumPy / SciPy reference).
+"""All-pairs geodesic (shortest-path) distances on a kNN graph, on CPU.
 
 The output for n points is a dense (n, n) float32 matrix: 14.4 GB for n = 60,000, so it is
-produced as row shards. Each shard is filled by SciPy's Dijkstra in small batches of sources
-(a float64 batch of 64 rows of 60,000 is 31 MB), cast to float32 and written to disk atomically;
-no float64 copy of the whole matrix ever exists. Finished shards are kept and checked when a
-killed job is started again.
+produced as row shards, computed and held by the workers of an engine (threads in this process, or
+Dask workers: see :mod:`rapids_geovq.geodesic.engine`). Rows go straight from the compiled
+multi-source kernel (:func:`rapids_geovq.geodesic.kernels.multi_source_rows`) into a float32 memory
+map of the shard file; no float64 row block exists. Shard files are written atomically with a
+CRC-32 and are checked when a killed job is started again.
+
+Rows are stored in reverse Cuthill-McKee order of the graph (the manifest holds the order), so the
+sources of one kernel call are near each other and share most of their search; columns are in
+point order. ``method="scipy"`` fills the same layout with SciPy's Dijkstra, as a reference.
 """
 from __future__ import annotations
 
@@ -13,19 +18,30 @@ import logging
 import multiprocessing as mp
 import os
 import shutil
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.sparse.csgraph import connected_components, dijkstra
+from scipy.sparse.csgraph import connected_components, dijkstra, reverse_cuthill_mckee
 
+from .engine import ShardHandle, connect
 from .shards import ShardedRows, ShardError, ShardInfo, array_crc32, write_manifest
 
 log = logging.getLogger("rapids_geovq")
 
-#: Sources per Dijkstra call: bounds the float64 temporary to batch * n * 8 bytes.
+#: Sources per SciPy Dijkstra call (``method="scipy"``): bounds its float64 temporary.
 SOURCE_BATCH = 64
+#: Sources per call of the compiled kernel (a multiple of its lane count).
+KERNEL_BATCH = 64
+#: Cap on the bucket array of the kernel; beyond it the bucket width grows (still exact).
+MAX_BUCKETS = 1 << 16
+METHODS = ("numba", "scipy")
+LAYOUT = "rcm-v1"
+
+
+class ResourceError(MemoryError):
+    """The machine cannot hold what a stage needs; the message names settings that would fit."""
 
 
 def check_graph(graph, *, allow_disconnected: bool = False) -> sp.csr_matrix:
@@ -67,13 +83,133 @@ def available_memory_bytes() -> int:
     return 1 << 62
 
 
-def _fill_rows(graph: sp.csr_matrix, start: int, stop: int, out: np.ndarray) -> None:
-    for s in range(start, stop, SOURCE_BATCH):
-        e = min(s + SOURCE_BATCH, stop)
-        out[s - start : e - start] = dijkstra(graph, directed=True, indices=np.arange(s, e))
 
 
-def geodesic_matrix(graph, *, progress: bool = False) -> np.ndarray:
+@dataclass
+class PathPlan:
+    """Everything a worker needs to compute rows: the graph renumbered in row order.
+
+    ``order[p]`` is the point stored at row position p (reverse Cuthill-McKee); the CSR arrays are
+    the graph with node p = point ``order[p]``, so the sources of one shard are consecutive nodes.
+    """
+
+    n: int
+    order: np.ndarray
+    indptr: np.ndarray
+    indices: np.ndarray
+    weights: np.ndarray
+    delta: float
+    n_buckets: int
+    graph: sp.csr_matrix  # in point order, for method="scipy"
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in (self.order, self.indptr, self.indices, self.weights)) + \
+            self.graph.data.nbytes + self.graph.indices.nbytes + self.graph.indptr.nbytes
+
+
+def make_plan(graph) -> PathPlan:
+    """Check a graph and prepare it for the kernel (row order, renumbered CSR, bucket width)."""
+    graph = check_graph(graph)
+    n = graph.shape[0]
+    order = reverse_cuthill_mckee(graph, symmetric_mode=True).astype(np.int64)
+    H = graph[order][:, order].tocsr()
+    H.sort_indices()
+    w = H.data
+    positive = w[w > 0]
+    w_max = float(w.max()) if w.size else 1.0
+    delta = float(positive.min()) if positive.size else 1.0
+    delta = max(delta, w_max / (MAX_BUCKETS - 2))  # a wider bucket stays exact (label-correcting)
+    n_buckets = int(np.ceil(w_max / delta)) + 2
+    idx_t = np.int32 if H.nnz < 2**31 else np.int64
+    return PathPlan(n, order, H.indptr.astype(idx_t), H.indices.astype(np.int32), H.data.astype(np.float64),
+                    delta, n_buckets, graph)
+
+
+def _fill_rows(plan: PathPlan, start: int, stop: int, out: np.ndarray, method: str = "numba") -> None:
+    """Rows for the points at positions start:stop of the row order into ``out`` (float32)."""
+    if method == "scipy":
+        for s in range(start, stop, SOURCE_BATCH):
+            e = min(s + SOURCE_BATCH, stop)
+            out[s - start : e - start] = dijkstra(plan.graph, directed=True, indices=plan.order[s:e])
+        return
+    from .kernels import LANES, multi_source_rows
+
+    for s in range(start, stop, KERNEL_BATCH):
+        e = min(s + KERNEL_BATCH, stop)
+        src = np.arange(s, s + -(-(e - s) // LANES) * LANES, dtype=np.int64)
+        src = np.minimum(src, e - 1).reshape(-1, LANES)  # pad the last lanes with a repeat
+        multi_source_rows(plan.indptr, plan.indices, plan.weights, plan.delta, plan.n_buckets, src,
+                          out[s - start : e - start], plan.order)
+
+
+def _check_method(method: str) -> str:
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    return method
+
+
+def estimate_resources(n: int, nnz: int, *, n_workers: int = 1, n_clusters: int = 64) -> dict:
+    """Bytes the geodesic and k-means stages need for n points and a graph of nnz edges.
+
+    ``disk``: the float32 matrix; ``per_worker``: the renumbered graph plus one kernel's state per
+    worker; ``driver``: the k-means state (medoid rows in float64 and per-point arrays).
+    """
+    from .kernels import LANES
+
+    plan = (n + 1) * 8 + nnz * (4 + 8) + n * 8 + nnz * (8 + 4) + (n + 1) * 4
+    kernel = n * (LANES * 8 + 16) + MAX_BUCKETS * 4 + KERNEL_BATCH * n * 4
+    return {"disk": n * n * 4, "per_worker": plan + kernel, "n_workers": n_workers,
+            "memory": plan + n_workers * kernel, "driver": 2 * n_clusters * n * 8 + 64 * n,
+            "matrix": n * n * 4}
+
+
+def _largest_n(budget_bytes: float) -> int:
+    return int(np.sqrt(max(budget_bytes, 0) / 4))
+
+
+def check_resources(n: int, nnz: int, out_dir: Path | None, *, todo_rows: int | None = None,
+                    n_workers: int = 1, in_memory: bool = False) -> dict:
+    """Refuse, before allocating, what this machine cannot hold; return the estimate.
+
+    Raises :class:`ResourceError` naming what is short and the settings that would fit.
+    """
+    est = estimate_resources(n, nnz, n_workers=n_workers)
+    have = available_memory_bytes()
+    if in_memory:
+        need = est["matrix"] + est["memory"]
+        if need > 0.9 * have:
+            raise ResourceError(
+                f"a {n}x{n} float32 geodesic matrix needs {need / 2**30:.1f} GiB of memory and "
+                f"{have / 2**30:.1f} GiB is available; write it as row shards on disk with "
+                f"geodesic_row_shards(graph, out_dir), or use at most {_largest_n(0.8 * have):,} points"
+            )
+    if est["memory"] > 0.9 * have:
+        fit = max(int((0.9 * have - est["per_worker"]) // max(est["per_worker"], 1)), 0)
+        raise ResourceError(
+            f"{n_workers} geodesic workers need {est['memory'] / 2**30:.1f} GiB of memory and "
+            f"{have / 2**30:.1f} GiB is available; set geodesic.n_workers={max(fit, 1)} or fewer"
+            + ("" if fit >= 1 else f", or use at most {_largest_n(0.1 * have):,} points (data.n_train)")
+        )
+    if out_dir is not None:
+        rows = n if todo_rows is None else todo_rows
+        need = rows * n * 4
+        free = shutil.disk_usage(out_dir).free
+        if need > free:
+            raise ResourceError(
+                f"the geodesic shards still to write need {need / 2**30:.1f} GiB on {out_dir} and "
+                f"{free / 2**30:.1f} GiB is free; free disk space, set run_dir on a disk with "
+                f"{need / 2**30:.1f} GiB free, or use at most {_largest_n(free + (n - rows) * n * 4):,} points "
+                "(data.n_train)"
+            )
+        if n * n * 4 > have:
+            log.warning("the %.1f GiB geodesic matrix is larger than the %.1f GiB of free memory: k-means "
+                        "will re-read its shards from disk on every pass (slow); more workers on more "
+                        "nodes, or fewer points, keep it in memory", n * n * 4 / 2**30, have / 2**30)
+    return est
+
+
+def geodesic_matrix(graph, *, progress: bool = False, method: str = "numba", n_workers: int | None = None) -> np.ndarray:
     """All-pairs shortest-path lengths as one in-memory float32 array.
 
     Parameters
@@ -83,6 +219,10 @@ def geodesic_matrix(graph, *, progress: bool = False) -> np.ndarray:
         :func:`rapids_geovq.knn_graph`). Explicit zeros are edges of length 0.
     progress : bool, default=False
         Show a progress bar over source rows.
+    method : {"numba", "scipy"}
+        The compiled multi-source kernel, or SciPy's Dijkstra (reference). Results are equal.
+    n_workers : int, optional
+        Threads; default one per CPU.
 
     Returns
     -------
@@ -91,64 +231,40 @@ def geodesic_matrix(graph, *, progress: bool = False) -> np.ndarray:
 
     Raises
     ------
-    MemoryError
+    ResourceError
         When the (n, n) float32 result would not fit in available memory; use
         :func:`geodesic_row_shards` to write it to disk as row shards instead.
     """
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
     from tqdm.auto import tqdm
 
-    graph = check_graph(graph)
-    n = graph.shape[0]
-    need = n * n * 4 + SOURCE_BATCH * n * 8
-    have = available_memory_bytes()
-    if need > 0.9 * have:
-        raise MemoryError(
-            f"a {n}x{n} float32 geodesic matrix needs {need / 2**30:.1f} GiB and only "
-            f"{have / 2**30:.1f} GiB is available; compute it as row shards on disk with "
-            "geodesic_row_shards(graph, out_dir) instead"
-        )
+    _check_method(method)
+    plan = make_plan(graph)
+    n = plan.n
+    n_workers = int(n_workers or os.cpu_count() or 1)
+    check_resources(n, plan.indices.size, None, n_workers=n_workers, in_memory=True)
     D = np.empty((n, n), dtype=np.float32)
-    with tqdm(total=n, desc="geodesic rows", unit="row", disable=not progress) as bar:
-        for start in range(0, n, SOURCE_BATCH * 16):
-            stop = min(start + SOURCE_BATCH * 16, n)
-            _fill_rows(graph, start, stop, D[start:stop])
-            bar.update(stop - start)
+    step = 512
+
+    def block(s):
+        e = min(s + step, n)
+        rows = np.empty((e - s, n), np.float32)
+        _fill_rows(plan, s, e, rows, method)
+        D[plan.order[s:e]] = rows
+        return e - s
+
+    with tqdm(total=n, desc="geodesic rows", unit="row", disable=not progress) as bar, \
+            ThreadPoolExecutor(n_workers) as pool:
+        for fut in as_completed([pool.submit(block, s) for s in range(0, n, step)]):
+            bar.update(fut.result())
     return D
 
 
 # --- row shards on disk ---------------------------------------------------------------------
 
-_WORKER_GRAPH: sp.csr_matrix | None = None
-
-
-def _init_worker(graph: sp.csr_matrix) -> None:
-    global _WORKER_GRAPH  # one read-only copy per worker process, set once at start-up
-    _WORKER_GRAPH = graph
-
-
 def _shard_name(start: int, stop: int) -> str:
     return f"rows_{start:07d}_{stop:07d}.npy"
-
-
-def _compute_shard(directory: str, start: int, stop: int, graph: sp.csr_matrix | None = None) -> ShardInfo:
-    """Fill rows start:stop and write them atomically, with a sidecar holding the checksum."""
-    graph = graph if graph is not None else _WORKER_GRAPH
-    n = graph.shape[0]
-    name = _shard_name(start, stop)
-    tmp = Path(directory) / (name + ".tmp")
-    # Rows go straight into a float32 memory map of the shard file: no float64 shard in memory.
-    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(stop - start, n))
-    _fill_rows(graph, start, stop, out)
-    out.flush()
-    crc = array_crc32(out)
-    del out
-    os.replace(tmp, Path(directory) / name)
-    info = ShardInfo(start, stop, name, crc)
-    side = Path(directory) / (name + ".json")
-    side_tmp = Path(directory) / (name + ".json.tmp")
-    side_tmp.write_text(json.dumps(info.__dict__))
-    os.replace(side_tmp, side)
-    return info
 
 
 def _finished_shard(directory: Path, start: int, stop: int, n: int) -> ShardInfo | None:
@@ -160,7 +276,8 @@ def _finished_shard(directory: Path, start: int, stop: int, n: int) -> ShardInfo
     try:
         info = ShardInfo(**json.loads(side.read_text()))
         arr = np.load(directory / name, mmap_mode="r")
-        ok = arr.shape == (stop - start, n) and arr.dtype == np.float32 and array_crc32(arr) == info.crc32
+        ok = (arr.shape == (stop - start, n) and arr.dtype == np.float32 and info.start == start
+              and info.stop == stop and array_crc32(arr) == info.crc32)
     except (OSError, ValueError, TypeError, json.JSONDecodeError):
         ok = False
     if not ok:
@@ -169,6 +286,30 @@ def _finished_shard(directory: Path, start: int, stop: int, n: int) -> ShardInfo
         side.unlink(missing_ok=True)
         return None
     return info
+
+
+def _compute_shard(plan: PathPlan, directory: str, start: int, stop: int, method: str = "numba") -> ShardHandle:
+    """Rows at positions start:stop, written atomically with a checksum sidecar, unless a verified
+    copy is already there. Returns the handle, which keeps the shard open where it ran."""
+    directory = Path(directory)
+    name = _shard_name(start, stop)
+    info = _finished_shard(directory, start, stop, plan.n)
+    if info is None:
+        tmp = directory / (name + ".tmp")
+        # Rows go straight into a float32 memory map of the shard file.
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(stop - start, plan.n))
+        _fill_rows(plan, start, stop, out, method)
+        out.flush()
+        crc = array_crc32(out)
+        del out
+        os.replace(tmp, directory / name)
+        info = ShardInfo(start, stop, name, crc)
+        side_tmp = directory / (name + ".json.tmp")
+        side_tmp.write_text(json.dumps(info.__dict__))
+        os.replace(side_tmp, directory / (name + ".json"))
+    handle = ShardHandle(plan.order[start:stop], path=str(directory / name), crc32=info.crc32, start=start)
+    handle.data  # keep it open (mapped) in the process that holds it
+    return handle
 
 
 def graph_fingerprint(graph: sp.csr_matrix) -> str:
@@ -185,7 +326,9 @@ def geodesic_row_shards(
     out_dir: str | os.PathLike,
     *,
     shard_rows: int = 2048,
+    engine=None,
     n_workers: int | None = None,
+    method: str = "numba",
     progress: bool = True,
 ) -> ShardedRows:
     """All-pairs shortest-path lengths written to disk as float32 row shards.
@@ -197,10 +340,18 @@ def geodesic_row_shards(
     out_dir : path
         Directory for the shards and their manifest. Shards already there for the same graph,
         complete and matching their checksum, are kept (a killed run resumes); others are redone.
+        With a Dask cluster it must be visible to every worker.
     shard_rows : int, default=2048
         Rows per shard (2048 rows of 60,000 float32 are 491 MB).
+    engine : engine, cluster spec or None
+        Where shards are computed and then held (see :func:`rapids_geovq.geodesic.engine.connect`):
+        None or ``"none"`` for threads in this process. The returned matrix remembers the shards'
+        places on this engine, and :class:`~rapids_geovq.GeodesicKMeans` given the same engine uses
+        them there.
     n_workers : int, optional
-        Worker processes; defaults to the number of CPUs. 1 computes in this process.
+        Threads when ``engine`` is None; default one per CPU.
+    method : {"numba", "scipy"}
+        The compiled multi-source kernel, or SciPy's Dijkstra (reference, same output).
     progress : bool, default=True
         Show a progress bar over rows.
 
@@ -211,56 +362,70 @@ def geodesic_row_shards(
     """
     from tqdm.auto import tqdm
 
-    graph = check_graph(graph)
-    n = graph.shape[0]
+    _check_method(method)
     if shard_rows < 1:
         raise ValueError(f"shard_rows must be >= 1, got {shard_rows}")
+    own_engine = engine is None or isinstance(engine, str)
+    if own_engine:
+        engine = connect(engine or "none", n_workers)
+    plan = make_plan(graph)
+    n = plan.n
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    fingerprint = graph_fingerprint(graph)
+    order_crc = array_crc32(plan.order)
+    fingerprint = f"{graph_fingerprint(plan.graph)}-{LAYOUT}-{order_crc:08x}"
     fp_file = out / "graph.json"
-    if fp_file.exists() and json.loads(fp_file.read_text()).get("fingerprint") != fingerprint:
-        log.warning("%s holds shards of a different graph; removing them", out)
-        for f in out.iterdir():
-            if f.is_file():
-                f.unlink()
-    fp_file.write_text(json.dumps({"fingerprint": fingerprint}))
+    if fp_file.exists():
+        try:
+            old = json.loads(fp_file.read_text()).get("fingerprint")
+        except (OSError, ValueError):
+            old = None
+        if old != fingerprint:
+            log.warning("%s holds shards of a different graph or layout; removing them", out)
+            for f in out.iterdir():
+                if f.is_file():
+                    f.unlink()
+    tmp = out / "graph.json.tmp"
+    tmp.write_text(json.dumps({"fingerprint": fingerprint}))
+    os.replace(tmp, fp_file)
+    order_tmp = out / "row_order.tmp.npy"
+    np.save(order_tmp, plan.order)
+    os.replace(order_tmp, out / "row_order.npy")
 
     ranges = [(s, min(s + shard_rows, n)) for s in range(0, n, shard_rows)]
-    done: dict[int, ShardInfo] = {}
-    for s, e in ranges:
-        info = _finished_shard(out, s, e, n)
-        if info is not None:
-            done[s] = info
-    todo = [(s, e) for s, e in ranges if s not in done]
-    need_disk = sum(e - s for s, e in todo) * n * 4
-    free = shutil.disk_usage(out).free
-    if need_disk > free:
-        raise OSError(
-            f"the geodesic shards still to write need {need_disk / 2**30:.1f} GiB on {out} and only "
-            f"{free / 2**30:.1f} GiB is free; free disk space or set the run directory on a larger disk"
-        )
-    if done:
-        log.info("geodesic shards: %d of %d already complete, computing %d", len(done), len(ranges), len(todo))
+    present = [(s, e) for s, e in ranges if (out / _shard_name(s, e)).exists() and (out / (_shard_name(s, e) + ".json")).exists()]
+    todo_rows = n - sum(e - s for s, e in present)
+    check_resources(n, plan.indices.size, out, todo_rows=todo_rows, n_workers=engine.n_workers)
+    if present:
+        log.info("geodesic shards: %d of %d present (checked by CRC before reuse)", len(present), len(ranges))
 
-    n_workers = n_workers or os.cpu_count() or 1
-    with tqdm(total=n, initial=n - sum(e - s for s, e in todo), desc="geodesic rows", unit="row",
-              disable=not progress, smoothing=0.05) as bar:
-        if n_workers <= 1 or len(todo) <= 1:
-            for s, e in todo:
-                done[s] = _compute_shard(str(out), s, e, graph)
-                bar.update(e - s)
-        else:
-            ctx = mp.get_context("spawn")  # no fork: the parent may hold torch / OpenMP threads
-            with ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=_init_worker,
-                                     initargs=(graph,)) as pool:
-                futures = {pool.submit(_compute_shard, str(out), s, e): (s, e) for s, e in todo}
-                for fut in as_completed(futures):
-                    info = fut.result()
-                    done[info.start] = info
-                    bar.update(info.stop - info.start)
-    write_manifest(out, n, np.float32, [done[s] for s, _ in ranges])
-    return ShardedRows(out)
+    try:
+        plan_ref = engine.scatter(plan)
+        workers = engine.workers()
+        futures = {}
+        for k, (s, e) in enumerate(ranges):
+            fut = engine.submit(_compute_shard, plan_ref, str(out), s, e, method, worker=workers[k % len(workers)])
+            futures[fut] = k
+        handles = [None] * len(ranges)
+        with tqdm(total=n, desc="geodesic rows", unit="row", disable=not progress, smoothing=0.05) as bar:
+            for fut in engine.as_completed(list(futures)):
+                k = futures[fut]
+                handles[k] = fut
+                bar.update(ranges[k][1] - ranges[k][0])
+        metas = [f.result() for f in handles]  # small: pickling drops the mapped data
+    finally:
+        if own_engine:
+            engine.close()
+    infos = [ShardInfo(s, e, _shard_name(s, e), m.crc32) for (s, e), m in zip(ranges, metas)]
+    write_manifest(out, n, np.float32, infos, row_order={"path": "row_order.npy", "crc32": order_crc})
+    result = ShardedRows(out)
+    if not own_engine:
+        from .engine import RowShards
+
+        held = handles if engine.kind == "dask" else metas
+        result.held = RowShards(engine, n, held, [m.rows for m in metas],
+                                [workers[k % len(workers)] for k in range(len(ranges))])
+    return result
 
 
 def load_row_shards(out_dir: str | os.PathLike, *, verify: bool = False) -> ShardedRows:
