@@ -47,7 +47,8 @@ def cmd_codebook(args) -> int:
 
     from .geodesic import GeodesicKMeans, geodesic_matrix, geodesic_row_shards, knn_graph
     from .geodesic.engine import connect
-    from .geodesic.shards import as_rows
+    from .geodesic.shards import DenseRows, as_rows
+    from .geodesic.shortest_paths import row_order
     from .geodesic.shortest_paths import available_memory_bytes
     from .pipeline import save_npz
 
@@ -72,7 +73,8 @@ def cmd_codebook(args) -> int:
     engine = connect(args.cluster, args.workers)
     try:
         if n * n * 4 * 1.5 < available_memory_bytes() and args.work_dir is None and args.cluster == "none":
-            D = geodesic_matrix(graph, progress=True, n_workers=args.workers)
+            # visit rows in the order the sharded path stores them, so both give the same codebook
+            D = DenseRows(geodesic_matrix(graph, progress=True, n_workers=args.workers), order=row_order(graph))
         else:
             work = Path(args.work_dir or str(Path(args.out).with_suffix("")) + ".geodesic")
             log.info("geodesic matrix (%.1f GiB) goes to row shards in %s", n * n * 4 / 2**30, work)

@@ -63,7 +63,7 @@ class KMeansConfig:
     n_init: int = 3
     max_iter: int = 100
     swap: bool = True
-    block_rows: int = 256
+    block_rows: int = 64
     seed: int = 0
     euclidean_n_init: int = 3
 

@@ -90,8 +90,15 @@ def test_codebook_command(tmp_path, capsys):
     out2 = tmp_path / "cb2.npz"
     assert main(["codebook", "--latents", str(tmp_path / "Z.npy"), "--k", "8", "--clusters", "5",
                  "--out", str(out2), "--work-dir", str(tmp_path / "shards"), "--workers", "1"]) == 0
-    with np.load(out) as a, np.load(out2) as b:
+    # and on a Dask LocalCluster with two worker processes
+    out3 = tmp_path / "cb3.npz"
+    assert main(["codebook", "--latents", str(tmp_path / "Z.npy"), "--k", "8", "--clusters", "5",
+                 "--out", str(out3), "--work-dir", str(tmp_path / "shards3"), "--cluster", "local",
+                 "--workers", "2"]) == 0
+    with np.load(out) as a, np.load(out2) as b, np.load(out3) as c:
         np.testing.assert_array_equal(a["medoid_indices"], b["medoid_indices"])
+        np.testing.assert_array_equal(a["medoid_indices"], c["medoid_indices"])
+        np.testing.assert_array_equal(a["labels"], c["labels"])
 
 
 def test_cli_errors_are_one_clear_line(tmp_path, capsys):

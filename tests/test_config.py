@@ -54,7 +54,9 @@ def test_wrong_types_and_impossible_settings():
                      ("vae.epochs=-1", "vae.epochs must be at least 1"),
                      ("graph.k=0", "graph.k must be at least 1"),
                      ("vqvae.lr=0", "vqvae.lr must be positive"),
-                     ("geodesic.n_workers=0", "geodesic.n_workers must be at least 1")):
+                     ("geodesic.n_workers=0", "geodesic.n_workers must be at least 1"),
+                     ("geodesic.method=dijkstra", "geodesic.method must be 'numba' or 'scipy'"),
+                     ("geodesic.cluster=", "geodesic.cluster must be")):
         with pytest.raises(ConfigError, match=msg):
             load_job(None, [bad])
     with pytest.raises(ConfigError, match="longer than the 100 codes of data.n_train"):

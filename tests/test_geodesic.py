@@ -243,7 +243,7 @@ def test_swap_gains_equal_brute_force_swap_deltas():
         km = GeodesicKMeans(K, block_rows=16)
         med = rng.choice(60, K, replace=False)
         rows = D[med].astype(np.float64) ** 2
-        is_medoid, n1, d1, d2, removal = km._swap_state(rows, med)
+        (is_medoid, n1, d1, d2, removal), _ = km._swap_state(rows, med)
         cand = np.arange(60)
         delta, best = np.empty(60), np.empty(60, np.int64)
         swap_gains(D, cand, is_medoid, n1, d1, d2, removal, delta, best)

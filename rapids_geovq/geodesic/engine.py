@@ -141,7 +141,8 @@ class DaskEngine:
         return list(self._workers)
 
     def scatter(self, obj):
-        return self.client.scatter(obj, broadcast=True, hash=False)
+        """One future of ``obj`` on every worker (a tuple stays one object, not one per item)."""
+        return self.client.scatter([obj], broadcast=True, hash=False)[0]
 
     def submit(self, fn, *args, worker=None):
         kw = {"pure": False}

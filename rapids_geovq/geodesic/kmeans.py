@@ -80,7 +80,7 @@ class GeodesicKMeans:
         Refine each restart with eager FasterPAM-style swaps after the alternating phase.
     max_swap_passes : int, default=20
         Cap on full passes over the candidates in the swap phase.
-    block_rows : int, default=256
+    block_rows : int, default=64
         Swap candidates per task (a task reads ``block_rows`` rows of the matrix).
     random_state : int, numpy Generator or None
         Seed for the k-means++ draws.
@@ -107,7 +107,7 @@ class GeodesicKMeans:
     """
 
     def __init__(self, n_clusters: int = 64, *, n_init: int = 3, max_iter: int = 100, swap: bool = True,
-                 max_swap_passes: int = 20, block_rows: int = 256, random_state=None, progress: bool = False,
+                 max_swap_passes: int = 20, block_rows: int = 64, random_state=None, progress: bool = False,
                  engine=None, n_workers: int | None = None):
         self.n_clusters = n_clusters
         self.n_init = n_init
@@ -224,21 +224,6 @@ class GeodesicKMeans:
         return np.array(medoids, dtype=np.int64)
 
     @staticmethod
-    def _nearest_two(rows: np.ndarray):
-        """Nearest medoid (position), squared distance to it and to the second nearest, per point,
-        from the squared medoid rows (K, n)."""
-        if rows.shape[0] == 1:
-            return np.zeros(rows.shape[1], np.int64), rows[0], np.full(rows.shape[1], np.inf)
-        part = np.argpartition(rows, 1, axis=0)[:2]
-        d_a = np.take_along_axis(rows, part, axis=0)
-        # argpartition does not order ties; break them towards the lower medoid position.
-        swap = (d_a[1] < d_a[0]) | ((d_a[1] == d_a[0]) & (part[1] < part[0]))
-        n1 = np.where(swap, part[1], part[0])
-        d1 = np.where(swap, d_a[1], d_a[0])
-        d2 = np.where(swap, d_a[0], d_a[1])
-        return n1.astype(np.int64), d1, d2
-
-    @staticmethod
     def _assign(rows: np.ndarray, medoids: np.ndarray):
         """Nearest medoid per point (ties to the lower cluster) from the squared medoid rows. A
         medoid always belongs to its own cluster, even when it duplicates another medoid, so no
@@ -286,12 +271,23 @@ class GeodesicKMeans:
             medoids = new
         return medoids, rows, n_iter
 
-    def _swap_state(self, rows: np.ndarray, medoids: np.ndarray):
-        n1, d1, d2 = self._nearest_two(rows)
+    def _swap_state(self, rows: np.ndarray, medoids: np.ndarray, near=None, changed: int = -1):
+        """(is_medoid, nearest, d1, d2, removal) for the swap kernel; ``near`` holds the nearest /
+        second-nearest arrays, updated in place for a change of medoid ``changed`` (-1: all)."""
+        from .kernels import nearest_two
+
+        n = rows.shape[1]
+        if near is None:
+            near = (np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n), np.empty(n))
+            changed = -1
+        n1, n2, d1, d2 = near
+        nearest_two(rows, changed, n1, n2, d1, d2)
+        if rows.shape[0] == 1:
+            d2 = np.full(n, np.inf)
         removal = np.bincount(n1, weights=d2 - d1, minlength=self.n_clusters)
-        is_medoid = np.zeros(rows.shape[1], np.bool_)
+        is_medoid = np.zeros(n, np.bool_)
         is_medoid[medoids] = True
-        return (is_medoid, n1, d1, d2, removal)
+        return (is_medoid, n1.copy(), d1.copy(), d2.copy(), removal), near
 
     def _swap(self, R, medoids: np.ndarray, rows: np.ndarray):
         """Eager FasterPAM-style swaps: the first improving candidate in scan order is swapped in.
@@ -306,7 +302,7 @@ class GeodesicKMeans:
             return medoids, rows, 0
         eng = R.engine
         medoids = medoids.copy()
-        state = self._swap_state(rows, medoids)
+        state, near = self._swap_state(rows, medoids)
         state_ref = eng.scatter(state)
         depth = 2 * eng.n_workers
         n_swaps = passes = since_last = 0
@@ -334,7 +330,7 @@ class GeodesicKMeans:
                 medoids[m] = x
                 rows[m] = self._medoid_rows(R, [x])[0]
                 ahead = 0
-                state = self._swap_state(rows, medoids)
+                state, near = self._swap_state(rows, medoids, near, m)
                 state_ref = eng.scatter(state)
                 n_swaps += 1
                 since_last = 0

@@ -108,11 +108,17 @@ class PathPlan:
             self.graph.data.nbytes + self.graph.indices.nbytes + self.graph.indptr.nbytes
 
 
+def row_order(graph) -> np.ndarray:
+    """The order in which row shards store the rows of ``graph``'s geodesic matrix (reverse
+    Cuthill-McKee), and in which geodesic k-means scans swap candidates."""
+    return reverse_cuthill_mckee(sp.csr_matrix(graph), symmetric_mode=True).astype(np.int64)
+
+
 def make_plan(graph) -> PathPlan:
     """Check a graph and prepare it for the kernel (row order, renumbered CSR, bucket width)."""
     graph = check_graph(graph)
     n = graph.shape[0]
-    order = reverse_cuthill_mckee(graph, symmetric_mode=True).astype(np.int64)
+    order = row_order(graph)
     H = graph[order][:, order].tocsr()
     H.sort_indices()
     w = H.data

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Run a rapids-geovq job on a SLURM allocation with a Dask cluster spanning its nodes.
+#
+#   sbatch --nodes=4 --ntasks-per-node=1 --cpus-per-task=32 jobs/slurm_dask.sh jobs/paper.yaml [key=value ...]
+#
+# The first node runs the Dask scheduler and the driver (rapids-geovq); every node runs one Dask
+# worker with one single-threaded process per CPU. The geodesic shards are computed on the workers
+# and stay there; k-means sends medoid indices to them and gets partial sums back. The run
+# directory (run_dir in the job, default runs/<name>) must be on a file system all nodes share.
+#
+# Environment: RAPIDS_GEOVQ_ENV (a venv or conda prefix to activate, default ./.venv),
+# DASK_SCHEDULER_FILE (default $HOME/.rapids_geovq/scheduler-$SLURM_JOB_ID.json).
+#SBATCH --job-name=rapids-geovq
+#SBATCH --exclusive
+set -euo pipefail
+
+job=${1:?usage: sbatch jobs/slurm_dask.sh JOB.yaml [key=value ...]}
+shift
+env_dir=${RAPIDS_GEOVQ_ENV:-$PWD/.venv}
+# shellcheck disable=SC1091
+if [ -f "$env_dir/bin/activate" ]; then source "$env_dir/bin/activate"; fi
+scheduler_file=${DASK_SCHEDULER_FILE:-$HOME/.rapids_geovq/scheduler-${SLURM_JOB_ID:-local}.json}
+mkdir -p "$(dirname "$scheduler_file")"
+rm -f "$scheduler_file"
+cpus=${SLURM_CPUS_PER_TASK:-$(nproc)}
+nodes=${SLURM_JOB_NUM_NODES:-1}
+
+# Shards are memory maps (file cache); keep the workers' memory monitor from pausing them.
+export DASK_DISTRIBUTED__WORKER__MEMORY__TARGET=False
+export DASK_DISTRIBUTED__WORKER__MEMORY__SPILL=False
+export DASK_DISTRIBUTED__WORKER__MEMORY__PAUSE=False
+export DASK_DISTRIBUTED__WORKER__MEMORY__TERMINATE=False
+
+dask scheduler --scheduler-file "$scheduler_file" --dashboard-address :0 &
+scheduler_pid=$!
+trap 'kill $scheduler_pid 2>/dev/null || true' EXIT
+for _ in $(seq 60); do [ -f "$scheduler_file" ] && break; sleep 1; done
+[ -f "$scheduler_file" ] || { echo "the Dask scheduler did not start" >&2; exit 1; }
+
+if command -v srun >/dev/null && [ -n "${SLURM_JOB_ID:-}" ]; then
+  srun --ntasks="$nodes" --ntasks-per-node=1 \
+    dask worker --scheduler-file "$scheduler_file" --nworkers "$cpus" --nthreads 1 --memory-limit 0 &
+else
+  dask worker --scheduler-file "$scheduler_file" --nworkers "$cpus" --nthreads 1 --memory-limit 0 &
+fi
+workers_pid=$!
+trap 'kill $workers_pid $scheduler_pid 2>/dev/null || true' EXIT
+
+python - "$scheduler_file" "$((nodes * cpus))" <<'PY'
+import sys
+from distributed import Client
+client = Client(scheduler_file=sys.argv[1], timeout=120)
+client.wait_for_workers(int(sys.argv[2]), timeout=300)
+print(f"Dask cluster ready: {len(client.scheduler_info()['workers'])} workers", flush=True)
+PY
+
+rapids-geovq run "$job" geodesic.cluster="$scheduler_file" "$@"
