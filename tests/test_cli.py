@@ -75,6 +75,25 @@ def test_quick_job_end_to_end_and_resume(tmp_path, capsys):
     assert fourth["geodesic.json"] != third["geodesic.json"] and fourth["vae.json"] == first["vae.json"]
     assert "fail their check" in (run_dir / "run.log").read_text()
 
+    # the same job on a Dask LocalCluster (2 worker processes) gives identical shards and codebook
+    import shutil
+
+    dask_dir = tmp_path / "quick_dask"
+    shutil.copytree(run_dir, dask_dir)
+    shutil.rmtree(dask_dir / "geodesic")
+    for stage in ("geodesic", "kmeans"):
+        (dask_dir / "stages" / f"{stage}.json").unlink()
+    dask_overrides = [o for o in overrides if not o.startswith("run_dir=")]
+    assert main(["run", str(ROOT / "jobs/quick.yaml"), *dask_overrides, f"run_dir={dask_dir}", "kmeans.n_init=1",
+                 "geodesic.cluster=local", "geodesic.n_workers=2"]) == 0
+    a = json.loads((run_dir / "geodesic" / "manifest.json").read_text())
+    b = json.loads((dask_dir / "geodesic" / "manifest.json").read_text())
+    assert a["shards"] == b["shards"]  # same files, same CRC-32s
+    with np.load(run_dir / "artifacts/codebook.npz") as f, np.load(dask_dir / "artifacts/codebook.npz") as g:
+        np.testing.assert_array_equal(f["medoid_indices"], g["medoid_indices"])
+        np.testing.assert_array_equal(f["labels"], g["labels"])
+    assert json.loads((dask_dir / "stages" / "kmeans.json").read_text())["result"]["cluster"] == "local"
+
 
 def test_codebook_command(tmp_path, capsys):
     rng = np.random.default_rng(0)

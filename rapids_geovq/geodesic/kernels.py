@@ -153,10 +153,15 @@ def multi_source_rows(indptr, indices, weights, delta, n_buckets, sources, out, 
                         prv[q] = v
                     head[bs] = v
                     where[v] = b
-        for lane in range(LANES):
-            row = r * LANES + lane
-            if row < out.shape[0]:
-                o = out[row]
+        base = r * LANES
+        if base + LANES <= out.shape[0]:  # one pass over the distances, all lanes at once
+            for i in range(n):
+                c = col_of[i]
+                for lane in range(LANES):
+                    out[base + lane, c] = np.float32(dist[i, lane])
+        else:
+            for lane in range(out.shape[0] - base):
+                o = out[base + lane]
                 for i in range(n):
                     o[col_of[i]] = np.float32(dist[i, lane])
 
@@ -250,3 +255,58 @@ def nearest_two(rows, changed, n1, n2, d1, d2):  # pragma: no cover
         d1[o] = da
         n2[o] = b
         d2[o] = db
+
+
+@njit(nogil=True, cache=True, boundscheck=False)
+def lane_groups(indptr, indices, weights, seed_order, group, max_touched):  # pragma: no cover
+    """A row order made of groups of ``group`` nearby points, for :func:`multi_source_rows`.
+
+    Nodes are visited in ``seed_order``; each one not yet placed starts a group, filled with the
+    nearest unplaced nodes by path length (a small Dijkstra that touches at most ``max_touched``
+    nodes; a group may stay smaller). The closer a kernel call's sources are, the more of their
+    search they share.
+    """
+    n = indptr.size - 1
+    placed = np.zeros(n, np.bool_)
+    settled = np.zeros(n, np.bool_)
+    dist = np.full(n, np.inf)
+    touched = np.empty(max_touched, np.int64)
+    out = np.empty(n, np.int64)
+    k = 0
+    for s in seed_order:
+        if placed[s]:
+            continue
+        nt = 1
+        touched[0] = s
+        dist[s] = 0.0
+        got = 0
+        while got < group:
+            best = -1
+            bd = np.inf
+            for j in range(nt):
+                c = touched[j]
+                if not settled[c] and dist[c] < bd:
+                    bd = dist[c]
+                    best = c
+            if best == -1:
+                break
+            settled[best] = True
+            if not placed[best]:
+                placed[best] = True
+                out[k] = best
+                k += 1
+                got += 1
+            for e in range(indptr[best], indptr[best + 1]):
+                v = indices[e]
+                nd = bd + weights[e]
+                if nd < dist[v]:
+                    if dist[v] == np.inf:
+                        if nt == max_touched:
+                            continue
+                        touched[nt] = v
+                        nt += 1
+                    dist[v] = nd
+        for j in range(nt):
+            dist[touched[j]] = np.inf
+            settled[touched[j]] = False
+    return out

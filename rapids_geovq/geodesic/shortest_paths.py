@@ -37,7 +37,7 @@ KERNEL_BATCH = 64
 #: Cap on the bucket array of the kernel; beyond it the bucket width grows (still exact).
 MAX_BUCKETS = 1 << 16
 METHODS = ("numba", "scipy")
-LAYOUT = "rcm-v1"
+LAYOUT = "lanes8-rcm-v1"
 
 
 class ResourceError(MemoryError):
@@ -109,9 +109,15 @@ class PathPlan:
 
 
 def row_order(graph) -> np.ndarray:
-    """The order in which row shards store the rows of ``graph``'s geodesic matrix (reverse
-    Cuthill-McKee), and in which geodesic k-means scans swap candidates."""
-    return reverse_cuthill_mckee(sp.csr_matrix(graph), symmetric_mode=True).astype(np.int64)
+    """The order in which row shards store the rows of ``graph``'s geodesic matrix, and in which
+    geodesic k-means scans swap candidates: groups of 8 nearby points (the sources of one kernel
+    call), seeded in reverse Cuthill-McKee order."""
+    from .kernels import LANES, lane_groups
+
+    graph = sp.csr_matrix(graph)
+    rcm = reverse_cuthill_mckee(graph, symmetric_mode=True).astype(np.int64)
+    w = np.abs(graph.data.astype(np.float64))
+    return lane_groups(graph.indptr.astype(np.int64), graph.indices.astype(np.int64), w, rcm, LANES, 128)
 
 
 def make_plan(graph) -> PathPlan:
@@ -305,7 +311,9 @@ def _compute_shard(plan: PathPlan, directory: str, start: int, stop: int, method
         # Rows go straight into a float32 memory map of the shard file.
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(stop - start, plan.n))
         _fill_rows(plan, start, stop, out, method)
-        out.flush()
+        # No msync: the rename makes the shard visible only once complete, the pages reach the
+        # disk in the background, and a shard damaged by a crash of the machine fails its CRC-32
+        # when reused, so it is recomputed.
         crc = array_crc32(out)
         del out
         os.replace(tmp, directory / name)
