@@ -80,6 +80,15 @@ class PeakRSS:
         return round(self.peak / 2**30, 3)
 
 
+def _version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "?"
+
+
 def load_latents(path: str) -> np.ndarray:
     if path.endswith(".npz"):
         with np.load(path) as f:
@@ -202,7 +211,7 @@ def bench_kmeans(D, n_clusters: int, n_init: int, n_workers: int, seed: int) -> 
     out["fasterpam"] = {"seconds": round(secs, 2), "objective": kmeans_objective(D, np.asarray(fp.medoids)),
                         "load_squared_matrix_seconds": round(load, 2), "n_iter": int(fp.n_iter),
                         "n_swaps": int(fp.n_swap), "peak_rss_gib": mem.gib,
-                        "settings": f"kmedoids {getattr(kmedoids, '__version__', '')} fasterpam, init=random, "
+                        "settings": f"kmedoids {_version('kmedoids')} fasterpam, init=random, "
                                     f"n_cpu={n_workers}, float32 D^2 in memory"}
     out["time_ratio"] = round(out["fasterpam"]["seconds"] / out["geodesic_kmeans"]["seconds"], 2)
     out["objective_ratio"] = out["geodesic_kmeans"]["objective"] / out["fasterpam"]["objective"]

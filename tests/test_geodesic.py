@@ -365,3 +365,12 @@ def test_geodesic_quantizer_matches_definition():
     assert gq.decode(codes).shape == (40, 5)
     # a training point's geodesic code agrees with its k-means label for most points
     assert (gq.encode(X[:100]) == km.labels_[:100]).mean() > 0.9
+
+
+def test_kernel_compilation_leaves_numba_config_alone():
+    from numba.core import config
+
+    before = config.SLP_VECTORIZE
+    G = knn_graph(points_with_duplicates(n=40), 4)
+    np.testing.assert_array_equal(geodesic_matrix(G, n_workers=1), dijkstra(G).astype(np.float32))
+    assert config.SLP_VECTORIZE == before
