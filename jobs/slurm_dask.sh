@@ -54,4 +54,14 @@ client.wait_for_workers(int(sys.argv[2]), timeout=300)
 print(f"Dask cluster ready: {len(client.scheduler_info()['workers'])} workers", flush=True)
 PY
 
-rapids-geovq run "$job" geodesic.cluster="$scheduler_file" "$@"
+status=0
+rapids-geovq run "$job" geodesic.cluster="$scheduler_file" "$@" || status=$?
+
+# shut the cluster down cleanly (scheduler and workers), then return the job's exit status
+python - "$scheduler_file" <<'PY' || true
+import sys
+from distributed import Client
+Client(scheduler_file=sys.argv[1], timeout=30).shutdown()
+PY
+wait "$workers_pid" "$scheduler_pid" 2>/dev/null || true
+exit "$status"

@@ -176,6 +176,11 @@ def estimate_resources(n: int, nnz: int, *, n_workers: int = 1, n_clusters: int 
             "matrix": n * n * 4}
 
 
+def _fmt(nbytes: float) -> str:
+    """Bytes in the unit that reads best (MiB below 1 GiB)."""
+    return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.0f} MiB"
+
+
 def _largest_n(budget_bytes: float) -> int:
     return int(np.sqrt(max(budget_bytes, 0) / 4))
 
@@ -192,15 +197,15 @@ def check_resources(n: int, nnz: int, out_dir: Path | None, *, todo_rows: int | 
         need = est["matrix"] + est["memory"]
         if need > 0.9 * have:
             raise ResourceError(
-                f"a {n}x{n} float32 geodesic matrix needs {need / 2**30:.1f} GiB of memory and "
-                f"{have / 2**30:.1f} GiB is available; write it as row shards on disk with "
+                f"a {n}x{n} float32 geodesic matrix needs {_fmt(need)} of memory and "
+                f"{_fmt(have)} is available; write it as row shards on disk with "
                 f"geodesic_row_shards(graph, out_dir), or use at most {_largest_n(0.8 * have):,} points"
             )
     if est["memory"] > 0.9 * have:
         fit = max(int((0.9 * have - est["per_worker"]) // max(est["per_worker"], 1)), 0)
         raise ResourceError(
-            f"{n_workers} geodesic workers need {est['memory'] / 2**30:.1f} GiB of memory and "
-            f"{have / 2**30:.1f} GiB is available; set geodesic.n_workers={max(fit, 1)} or fewer"
+            f"{n_workers} geodesic workers need {_fmt(est['memory'])} of memory and "
+            f"{_fmt(have)} is available; set geodesic.n_workers={max(fit, 1)} or fewer"
             + ("" if fit >= 1 else f", or use at most {_largest_n(0.1 * have):,} points (data.n_train)")
         )
     if out_dir is not None:
@@ -209,10 +214,10 @@ def check_resources(n: int, nnz: int, out_dir: Path | None, *, todo_rows: int | 
         free = shutil.disk_usage(out_dir).free
         if need > free:
             raise ResourceError(
-                f"the geodesic shards still to write need {need / 2**30:.1f} GiB on {out_dir} and "
-                f"{free / 2**30:.1f} GiB is free; free disk space, set run_dir on a disk with "
-                f"{need / 2**30:.1f} GiB free, or use at most {_largest_n(free + (n - rows) * n * 4):,} points "
-                "(data.n_train)"
+                f"the geodesic shards still to write need {_fmt(need)} on {out_dir} and "
+                f"{_fmt(free)} is free; free disk space, put the shards on a disk with {_fmt(need)} free "
+                "(run_dir in a job, --work-dir for the codebook command), or use at most "
+                f"{_largest_n(free + (n - rows) * n * 4):,} points (data.n_train in a job)"
             )
         if n * n * 4 > have:
             log.warning("the %.1f GiB geodesic matrix is larger than the %.1f GiB of free memory: k-means "
