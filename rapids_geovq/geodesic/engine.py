@@ -208,8 +208,8 @@ def connect(cluster: str = "none", n_workers: int | None = None, *, timeout: flo
             if not Path(cluster).is_file():
                 raise EngineError(
                     f"Dask scheduler file {cluster} does not exist; start a scheduler with "
-                    f"'dask scheduler --scheduler-file {cluster}' (see jobs/slurm_dask.sh) or set "
-                    "geodesic.cluster=local"
+                    f"'dask scheduler --scheduler-file {cluster}' (see jobs/slurm_dask.sh), or run "
+                    "without it: geodesic.cluster=none or local (--cluster for the codebook command)"
                 )
             client = Client(scheduler_file=cluster, timeout=timeout)
         else:
@@ -218,8 +218,8 @@ def connect(cluster: str = "none", n_workers: int | None = None, *, timeout: flo
         raise
     except (OSError, TimeoutError, ValueError) as exc:
         raise EngineError(
-            f"cannot reach the Dask scheduler {cluster!r} ({exc}); check that it is running, or set "
-            "geodesic.cluster=none (this process) or geodesic.cluster=local"
+            f"cannot reach the Dask scheduler {cluster!r} ({exc}); check that it is running, or run "
+            "without it: geodesic.cluster=none (this process) or local (--cluster for the codebook command)"
         ) from exc
     return DaskEngine(client)
 
