@@ -38,7 +38,7 @@ for _ in $(seq 60); do [ -f "$scheduler_file" ] && break; sleep 1; done
 [ -f "$scheduler_file" ] || { echo "the Dask scheduler did not start" >&2; exit 1; }
 
 if command -v srun >/dev/null && [ -n "${SLURM_JOB_ID:-}" ]; then
-  srun --ntasks="$nodes" --ntasks-per-node=1 \
+  srun --ntasks="$nodes" --ntasks-per-node=1 --cpus-per-task="$cpus" \
     dask worker --scheduler-file "$scheduler_file" --nworkers "$cpus" --nthreads 1 --memory-limit 0 &
 else
   dask worker --scheduler-file "$scheduler_file" --nworkers "$cpus" --nthreads 1 --memory-limit 0 &

@@ -374,3 +374,14 @@ def test_kernel_compilation_leaves_numba_config_alone():
     G = knn_graph(points_with_duplicates(n=40), 4)
     np.testing.assert_array_equal(geodesic_matrix(G, n_workers=1), dijkstra(G).astype(np.float32))
     assert config.SLP_VECTORIZE == before
+
+
+def test_shards_of_another_shard_size_and_half_written_files_are_removed(tmp_path):
+    G = knn_graph(points_with_duplicates(n=100), 5)
+    geodesic_row_shards(G, tmp_path / "geo", shard_rows=40, n_workers=1, progress=False)
+    (tmp_path / "geo" / "rows_0000000_0000030.npy.123-abcd.tmp").write_bytes(b"partial")
+    S = geodesic_row_shards(G, tmp_path / "geo", shard_rows=30, n_workers=1, progress=False)
+    names = sorted(p.name for p in (tmp_path / "geo").glob("rows_*.npy"))
+    assert names == [s.path for s in S.shards] and len(names) == 4
+    assert not list((tmp_path / "geo").glob("*.tmp"))
+    np.testing.assert_array_equal(S.to_array(), dijkstra(G).astype(np.float32))

@@ -14,8 +14,11 @@ worker that holds it and return small results. Three set-ups, one code path:
     An existing Dask scheduler, for example one started on a SLURM allocation by
     ``jobs/slurm_dask.sh``. Workers must see the run directory (a shared file system).
 
-Tasks are pinned to the worker that holds their shard (``allow_other_workers=False``), so no shard
-is ever moved or gathered whole.
+Tasks are sent to the worker that holds their shard, so no shard is moved or gathered whole. The
+one exception is the look-ahead of the k-means swap phase: its blocks are spread over all workers,
+and a worker without the shard memory-maps the shard's file itself (the run directory is on a file
+system every worker sees). Restrictions are loose (``allow_other_workers=True``): if a worker is
+lost, its tasks run elsewhere from the shard files instead of waiting for it forever.
 """
 from __future__ import annotations
 
@@ -34,6 +37,9 @@ class EngineError(RuntimeError):
     """The requested cluster cannot be started or reached."""
 
 
+_OPEN: dict = {}  # shard files memory-mapped in this process, by (path, crc32)
+
+
 class ShardHandle:
     """One row shard as seen by the process that holds it.
 
@@ -44,6 +50,7 @@ class ShardHandle:
 
     def __init__(self, rows: np.ndarray, path: str | None = None, data: np.ndarray | None = None,
                  crc32: int | None = None, start: int = 0):
+        # in-memory shards (no path) cannot be re-opened elsewhere
         self.rows = np.asarray(rows, dtype=np.int64)
         self.path = path
         self.crc32 = crc32
@@ -53,7 +60,11 @@ class ShardHandle:
     @property
     def data(self) -> np.ndarray:
         if self._data is None:
-            self._data = np.load(self.path, mmap_mode="r")
+            key = (self.path, self.crc32)
+            arr = _OPEN.get(key)
+            if arr is None:
+                arr = _OPEN[key] = np.load(self.path, mmap_mode="r")
+            self._data = arr
         return self._data
 
     def __getstate__(self):
@@ -95,7 +106,7 @@ class LocalEngine:
     def workers(self) -> list:
         return list(range(self.n_workers))
 
-    def scatter(self, obj):
+    def scatter(self, obj, broadcast: bool = True):
         return obj
 
     def submit(self, fn, *args, worker=None):
@@ -132,22 +143,29 @@ class DaskEngine:
     def __init__(self, client, cluster=None):
         self.client = client
         self.cluster = cluster
-        self._workers = sorted(client.scheduler_info()["workers"])
+        try:
+            info = client.scheduler_info(n_workers=-1)  # some versions list only 5 workers by default
+        except TypeError:
+            info = client.scheduler_info()
+        self._workers = sorted(info["workers"])
         if not self._workers:
-            raise EngineError(f"the Dask scheduler at {client.scheduler.address} has no workers")
+            self.close()
+            raise EngineError(f"the Dask scheduler at {client.scheduler.address} has no workers; start "
+                              "some (dask worker --scheduler-file ...) or use geodesic.cluster=local")
         self.n_workers = len(self._workers)
 
     def workers(self) -> list:
         return list(self._workers)
 
-    def scatter(self, obj):
-        """One future of ``obj`` on every worker (a tuple stays one object, not one per item)."""
-        return self.client.scatter([obj], broadcast=True, hash=False)[0]
+    def scatter(self, obj, broadcast: bool = True):
+        """One future of ``obj`` (a tuple stays one object, not one per item); on every worker when
+        ``broadcast``, else moved to the workers that need it."""
+        return self.client.scatter([obj], broadcast=broadcast, hash=False)[0]
 
     def submit(self, fn, *args, worker=None):
         kw = {"pure": False}
         if worker is not None:
-            kw.update(workers=[worker], allow_other_workers=False)
+            kw.update(workers=[worker], allow_other_workers=True)
         return self.client.submit(fn, *args, **kw)
 
     @staticmethod
@@ -247,8 +265,9 @@ class RowShards:
         Per shard, the worker that holds it (tasks on it are sent there).
     """
 
-    def __init__(self, engine, n: int, handles: list, rows: list, owners: list):
+    def __init__(self, engine, n: int, handles: list, rows: list, owners: list, file_backed: bool = False):
         self.engine = engine
+        self.file_backed = file_backed  # shards can be memory-mapped by any worker from their files
         self.n = int(n)
         self.shape = (self.n, self.n)
         self.handles = handles
@@ -264,9 +283,11 @@ class RowShards:
             self._shard_of[r] = k
             self._local[r] = np.arange(r.size)
 
-    def submit(self, k: int, fn, *args):
-        """Run ``fn(handle_k, *args)`` where shard k is held."""
-        return self.engine.submit(fn, self.handles[k], *args, worker=self.owners[k])
+    def submit(self, k: int, fn, *args, worker=None):
+        """Run ``fn(handle_k, *args)`` where shard k is held (or on ``worker``, for file-backed shards)."""
+        if worker is None or not self.file_backed:
+            worker = self.owners[k]
+        return self.engine.submit(fn, self.handles[k], *args, worker=worker)
 
     def take_rows(self, indices) -> np.ndarray:
         """Rows ``indices`` (in the order given) as float32, gathered from the shards holding them."""
@@ -332,7 +353,7 @@ def on_engine(engine, D, *, block_rows: int = 2048) -> RowShards:
             handles.append(h)
             rows.append(r)
             owners.append(w)
-        return RowShards(engine, D.shape[0], handles, rows, owners)
+        return RowShards(engine, D.shape[0], handles, rows, owners, file_backed=True)
     if isinstance(D, DenseRows):
         return local_row_shards(engine, D.array, block_rows, order=D.order)
     return local_row_shards(engine, D, block_rows)

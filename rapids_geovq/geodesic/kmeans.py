@@ -17,7 +17,8 @@ The matrix stays where it is: row shards on an engine (threads in this process, 
 see :mod:`rapids_geovq.geodesic.engine`). The driver holds only per-point arrays and the K medoid
 rows; it sends labels or the swap state to the shards and gets back per-row sums (the compiled
 kernels of :mod:`rapids_geovq.geodesic.kernels`). Blocks of swap candidates are evaluated ahead
-on all workers against the current medoids and used in scan order; after a swap the evaluations
+on all workers (one without the shard memory-maps its file) against the current medoids and used
+in scan order; after a swap the evaluations
 made against the old medoids are dropped, so the swaps made are exactly those of a one-candidate-
 at-a-time scan, whatever the number of workers. Each row's result depends only on that row, and
 the driver's sums run over points in a fixed order, so medoids, labels and inertia are identical
@@ -303,8 +304,10 @@ class GeodesicKMeans:
         eng = R.engine
         medoids = medoids.copy()
         state, near = self._swap_state(rows, medoids)
-        state_ref = eng.scatter(state)
+        state_ref = eng.scatter(state, broadcast=False)
         depth = 2 * eng.n_workers
+        workers = eng.workers()
+        n_sent = 0
         n_swaps = passes = since_last = 0
         next_pos = 0
         ahead = 0  # candidates submitted but not yet consumed
@@ -314,7 +317,10 @@ class GeodesicKMeans:
                 shard = int(np.searchsorted(R.bounds, next_pos, side="right") - 1)
                 lo = next_pos - int(R.bounds[shard])
                 hi = min(lo + self.block_rows, R.rows[shard].size)
-                pending.append((next_pos, next_pos + hi - lo, R.submit(shard, _swap_task, lo, hi, state_ref)))
+                # consecutive blocks mostly share a shard: spread them over the workers
+                fut = R.submit(shard, _swap_task, lo, hi, state_ref, worker=workers[n_sent % len(workers)])
+                n_sent += 1
+                pending.append((next_pos, next_pos + hi - lo, fut))
                 ahead += hi - lo
                 next_pos = (next_pos + hi - lo) % n
             p0, p1, fut = pending.popleft()
@@ -331,7 +337,7 @@ class GeodesicKMeans:
                 rows[m] = self._medoid_rows(R, [x])[0]
                 ahead = 0
                 state, near = self._swap_state(rows, medoids, near, m)
-                state_ref = eng.scatter(state)
+                state_ref = eng.scatter(state, broadcast=False)
                 n_swaps += 1
                 since_last = 0
                 next_pos = p0 + h + 1

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 import multiprocessing as mp
 import os
 import shutil
@@ -305,25 +306,29 @@ def _finished_shard(directory: Path, start: int, stop: int, n: int) -> ShardInfo
     return info
 
 
-def _compute_shard(plan: PathPlan, directory: str, start: int, stop: int, method: str = "numba") -> ShardHandle:
+def _compute_shard(plan: PathPlan, directory: str, start: int, stop: int, method: str = "numba",
+                   sync: bool = False) -> ShardHandle:
     """Rows at positions start:stop, written atomically with a checksum sidecar, unless a verified
     copy is already there. Returns the handle, which keeps the shard open where it ran."""
     directory = Path(directory)
     name = _shard_name(start, stop)
     info = _finished_shard(directory, start, stop, plan.n)
     if info is None:
-        tmp = directory / (name + ".tmp")
+        tmp = directory / f"{name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"  # one per writer
         # Rows go straight into a float32 memory map of the shard file.
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(stop - start, plan.n))
         _fill_rows(plan, start, stop, out, method)
-        # No msync: the rename makes the shard visible only once complete, the pages reach the
+        # Without sync: the rename makes the shard visible only once complete, the pages reach the
         # disk in the background, and a shard damaged by a crash of the machine fails its CRC-32
-        # when reused, so it is recomputed.
+        # when reused, so it is recomputed. On a cluster of several nodes (a shared file system)
+        # the pages are written out first, so other nodes read the finished data.
+        if sync:
+            out.flush()
         crc = array_crc32(out)
         del out
         os.replace(tmp, directory / name)
         info = ShardInfo(start, stop, name, crc)
-        side_tmp = directory / (name + ".json.tmp")
+        side_tmp = tmp.with_name(tmp.name.replace(".tmp", ".json.tmp"))
         side_tmp.write_text(json.dumps(info.__dict__))
         os.replace(side_tmp, directory / (name + ".json"))
     handle = ShardHandle(plan.order[start:stop], path=str(directory / name), crc32=info.crc32, start=start)
@@ -385,8 +390,6 @@ def geodesic_row_shards(
     if shard_rows < 1:
         raise ValueError(f"shard_rows must be >= 1, got {shard_rows}")
     own_engine = engine is None or isinstance(engine, str)
-    if own_engine:
-        engine = connect(engine or "none", n_workers)
     plan = make_plan(graph)
     n = plan.n
     out = Path(out_dir)
@@ -412,18 +415,30 @@ def geodesic_row_shards(
     os.replace(order_tmp, out / "row_order.npy")
 
     ranges = [(s, min(s + shard_rows, n)) for s in range(0, n, shard_rows)]
+    wanted = {_shard_name(s, e) for s, e in ranges}
+    for f in out.glob("rows_*"):  # shards of another shard_rows, and half-written files
+        if f.name.endswith(".tmp") or f.name.split(".npy")[0] + ".npy" not in wanted:
+            f.unlink(missing_ok=True)
     present = [(s, e) for s, e in ranges if (out / _shard_name(s, e)).exists() and (out / (_shard_name(s, e) + ".json")).exists()]
     todo_rows = n - sum(e - s for s, e in present)
-    check_resources(n, plan.indices.size, out, todo_rows=todo_rows, n_workers=engine.n_workers)
+    if own_engine:
+        workers_hint = (n_workers or os.cpu_count() or 1) if engine in (None, "none", "local") else 1
+    else:
+        workers_hint = engine.n_workers if engine.kind == "none" else 1  # Dask workers: their own memory
+    check_resources(n, plan.indices.size, out, todo_rows=todo_rows, n_workers=workers_hint)
     if present:
         log.info("geodesic shards: %d of %d present (checked by CRC before reuse)", len(present), len(ranges))
+    if own_engine:
+        engine = connect(engine or "none", n_workers)
+    sync = engine.kind == "dask" and getattr(engine, "cluster", None) is None  # an external cluster
 
     try:
         plan_ref = engine.scatter(plan)
         workers = engine.workers()
         futures = {}
         for k, (s, e) in enumerate(ranges):
-            fut = engine.submit(_compute_shard, plan_ref, str(out), s, e, method, worker=workers[k % len(workers)])
+            fut = engine.submit(_compute_shard, plan_ref, str(out), s, e, method, sync,
+                                worker=workers[k % len(workers)])
             futures[fut] = k
         handles = [None] * len(ranges)
         with tqdm(total=n, desc="geodesic rows", unit="row", disable=not progress, smoothing=0.05) as bar:
@@ -443,7 +458,7 @@ def geodesic_row_shards(
 
         held = handles if engine.kind == "dask" else metas
         result.held = RowShards(engine, n, held, [m.rows for m in metas],
-                                [workers[k % len(workers)] for k in range(len(ranges))])
+                                [workers[k % len(workers)] for k in range(len(ranges))], file_backed=True)
     return result
 
 
