@@ -81,11 +81,6 @@ def take_local(handle: ShardHandle, local_index: np.ndarray) -> np.ndarray:
     return np.array(handle.data[np.asarray(local_index, dtype=np.int64)])
 
 
-def handle_info(handle: ShardHandle) -> ShardHandle:
-    """The handle itself, for sending its metadata (not its data) back."""
-    return handle
-
-
 # --- engines --------------------------------------------------------------------------------
 
 class LocalEngine:
@@ -240,13 +235,6 @@ def connect(cluster: str = "none", n_workers: int | None = None, *, timeout: flo
             "without it: geodesic.cluster=none (this process) or local (--cluster for the codebook command)"
         ) from exc
     return DaskEngine(client)
-
-
-def as_engine(engine):
-    """An engine from an engine, a cluster spec string or None (threads in this process)."""
-    if engine is None or isinstance(engine, str):
-        return connect(engine or "none")
-    return engine
 
 
 class RowShards:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-import multiprocessing as mp
 import os
 import shutil
 from dataclasses import dataclass
