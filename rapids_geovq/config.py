@@ -48,11 +48,15 @@ class GeodesicConfig:
     """All-pairs shortest paths, written as float32 row shards held by the workers of an engine."""
 
     shard_rows: int = 2048
-    # "none": threads in this process; "local": a Dask LocalCluster; "tcp://host:port" or a
-    # scheduler file (*.json): an existing Dask cluster (see jobs/slurm_dask.sh)
+    # "none": threads in this process (one GPU on a GPU backend); "local": a Dask LocalCluster
+    # (a dask-cuda LocalCUDACluster, one worker per GPU, on backend rapids); "local-cuda": that
+    # explicitly; "tcp://host:port" or a scheduler file (*.json): an existing Dask cluster
+    # (see jobs/slurm_dask.sh)
     cluster: str = "none"
-    n_workers: Optional[int] = None  # threads ("none") or worker processes ("local"); None: one per CPU
-    method: str = "numba"  # "numba" (compiled multi-source kernel) or "scipy" (reference; same output)
+    n_workers: Optional[int] = None  # threads ("none"), worker processes ("local") or GPUs; None: all
+    # "auto" (cuda on a GPU backend, else numba), "numba" (compiled CPU kernel), "scipy" (reference),
+    # "cuda" (batched GPU search), "cugraph" (cuGraph SSSP); all give the same rows
+    method: str = "auto"
 
 
 @dataclass
@@ -94,7 +98,7 @@ class JobConfig:
     name: str = "geovq"
     run_dir: str = "runs/geovq"
     device: str = "auto"  # torch device: auto | cpu | cuda
-    backend: str = "numpy"  # geodesic backend: numpy (this release); GPU backends come as extras
+    backend: str = "auto"  # auto | numpy | cupy | rapids (see rapids_geovq.gpu.backend)
     progress: bool = True
     data: DataConfig = field(default_factory=DataConfig)
     vae: VAEConfig = field(default_factory=VAEConfig)
@@ -114,7 +118,8 @@ class JobConfig:
         return dataclasses.asdict(getattr(self, name))
 
 
-BACKENDS = ("auto", "numpy")
+BACKENDS = ("auto", "numpy", "cupy", "rapids")
+METHODS = ("auto", "numba", "scipy", "cuda", "cugraph")
 
 
 def _unknown(key: str, valid: list[str], where: str) -> ConfigError:
@@ -197,8 +202,11 @@ def validate(cfg: JobConfig) -> JobConfig:
     _check_ranges(cfg)
     if cfg.backend not in BACKENDS:
         raise ConfigError(f"backend must be one of {BACKENDS}, got {cfg.backend!r}")
-    if cfg.geodesic.method not in ("numba", "scipy"):
-        raise ConfigError(f"geodesic.method must be 'numba' or 'scipy', got {cfg.geodesic.method!r}")
+    if cfg.geodesic.method not in METHODS:
+        raise ConfigError(f"geodesic.method must be one of {', '.join(METHODS)}, got {cfg.geodesic.method!r}")
+    if cfg.backend == "numpy" and cfg.geodesic.method in ("cuda", "cugraph"):
+        raise ConfigError(f"geodesic.method={cfg.geodesic.method} runs on a GPU but backend=numpy; "
+                          "set backend=cupy or rapids, or geodesic.method=auto")
     if not cfg.geodesic.cluster:
         raise ConfigError("geodesic.cluster must be 'none', 'local', a scheduler address or a scheduler file")
     if cfg.graph.disconnected not in ("repair", "error"):

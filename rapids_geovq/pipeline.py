@@ -207,9 +207,19 @@ def run_job(cfg: JobConfig) -> dict:
     from .models.prior import prior_nll
     from . import sequences as S
 
+    from .gpu.backend import release_gpu_memory, resolve_backend, share_gpu_memory_with_torch
+
+    backend = resolve_backend(cfg.backend)  # a GPU backend that cannot run here fails before any work
+    method = backend.paths if cfg.geodesic.method == "auto" else cfg.geodesic.method
+    if method in ("cuda", "cugraph") and not backend.gpu:
+        raise ConfigError(f"geodesic.method={method} needs a GPU backend, but backend {cfg.backend} "
+                          f"resolved to {backend.name}; set geodesic.method=auto or numba")
+    if backend.name == "rapids":
+        share_gpu_memory_with_torch()  # before PyTorch's first CUDA allocation
     run = Run(cfg)
     progress = cfg.progress
     device = str(T.select_device(cfg.device))
+    log.info("backend %s (kNN: %s, shortest paths: %s), torch device %s", backend.name, backend.knn, method, device)
 
     mnist = load_mnist(idx_dir=cfg.data.idx_dir, data_dir=cfg.data.data_dir, download=cfg.data.download)
     for split, want, have in (("n_train", cfg.data.n_train, mnist.train_images.shape[0]),
@@ -235,8 +245,13 @@ def run_job(cfg: JobConfig) -> dict:
     run.stage("vae", cfg.section("vae"), ["data"], ["checkpoints/vae.pt"], train_vae)
     vae, _, _ = T.load_checkpoint(run.path("checkpoints", "vae.pt"))
 
+    on_gpu: dict = {}
+
     def encode():
-        z_train = T.encode_means(vae, x_train, device=device)
+        z_train = T.encode_means(vae, x_train, device=device, as_tensor=backend.gpu)
+        if backend.gpu:
+            on_gpu["z_train"] = z_train  # the GPU kNN reads it in place (DLPack), no host round trip
+            z_train = z_train.cpu().numpy()  # the artifact, for resuming and for the later stages
         z_test = T.encode_means(vae, x_test, device=device)
         save_npz(run.path("artifacts", "latents.npz"), train=z_train, test=z_test)
         return {"train_shape": list(z_train.shape), "test_shape": list(z_test.shape)}
@@ -253,7 +268,9 @@ def run_job(cfg: JobConfig) -> dict:
 
     # -- geodesic codebook ---------------------------------------------------------------------
     def build_graph():
-        graph, info = knn_graph(z_train, cfg.graph.k, disconnected=cfg.graph.disconnected, return_info=True)
+        z = on_gpu.pop("z_train", z_train)
+        graph, info = knn_graph(z, cfg.graph.k, disconnected=cfg.graph.disconnected, return_info=True,
+                                knn=backend.knn)
         tmp = run.path("artifacts", "knn_graph.tmp.npz")
         sp.save_npz(tmp, graph, compressed=False)
         os.replace(tmp, run.path("artifacts", "knn_graph.npz"))
@@ -268,7 +285,12 @@ def run_job(cfg: JobConfig) -> dict:
     def engine():
         """The geodesic engine (threads or a Dask cluster), started when a stage first needs it."""
         if "e" not in engines:
-            engines["e"] = connect(cfg.geodesic.cluster, cfg.geodesic.n_workers)
+            cluster, n_workers = cfg.geodesic.cluster, cfg.geodesic.n_workers
+            if cluster == "local" and backend.cluster == "local-cuda":
+                cluster = "local-cuda"
+            elif cluster == "none" and backend.gpu and n_workers is None:
+                n_workers = 1  # this process's GPU; several GPUs: geodesic.cluster=local (dask-cuda)
+            engines["e"] = connect(cluster, n_workers)
             log.info("geodesic engine: %r", engines["e"])
         return engines["e"]
 
@@ -276,11 +298,13 @@ def run_job(cfg: JobConfig) -> dict:
     try:
         def geodesic():
             shards = geodesic_row_shards(graph, run.path("geodesic"), shard_rows=cfg.geodesic.shard_rows,
-                                         engine=engine(), method=cfg.geodesic.method, progress=progress)
+                                         engine=engine(), method=method, progress=progress)
             held["D"] = shards  # its shards stay open where they were computed, for k-means
             return {"n": shards.shape[0], "n_shards": len(shards.shards), "dtype": str(shards.dtype),
                     "bytes": int(shards.shape[0]) ** 2 * 4, "cluster": cfg.geodesic.cluster,
-                    "n_workers": engine().n_workers, "method": cfg.geodesic.method}
+                    "n_workers": engine().n_workers, "method": method, "backend": backend.name,
+                    "on_device": sum(h.device is not None for h in shards.held.handles)
+                    if engine().kind == "none" else None}
 
         run.stage("geodesic", {"shard_rows": cfg.geodesic.shard_rows, "backend": "numpy"}, ["graph"],
                   ["geodesic/manifest.json"], geodesic, uses_workers=True,
@@ -289,8 +313,10 @@ def run_job(cfg: JobConfig) -> dict:
 
         def kmeans():
             kc = cfg.kmeans
+            # A GPU evaluates swap candidates a thousand at a time; the result does not depend on it.
+            block_rows = max(kc.block_rows, 1024) if method == "cuda" else kc.block_rows
             km = GeodesicKMeans(kc.n_clusters, n_init=kc.n_init, max_iter=kc.max_iter, swap=kc.swap,
-                                block_rows=kc.block_rows, random_state=kc.seed, progress=progress,
+                                block_rows=block_rows, random_state=kc.seed, progress=progress,
                                 engine=engine()).fit(D)
             dist_to_codes = D.take_rows(km.medoid_indices_).T.copy()  # symmetric: D[:, m] = D[m, :]
             save_npz(run.path("artifacts", "codebook.npz"), medoid_indices=km.medoid_indices_, labels=km.labels_,
@@ -303,6 +329,10 @@ def run_job(cfg: JobConfig) -> dict:
     finally:
         if "e" in engines:
             engines["e"].close()
+        held.clear()
+        D = None
+        if backend.gpu:
+            release_gpu_memory()  # the shards' device copies go back to PyTorch for the priors
     with np.load(run.path("artifacts", "codebook.npz")) as f:
         medoids, train_codes, dist_to_codes = f["medoid_indices"], f["labels"], f["dist_to_codes"]
     K = cfg.kmeans.n_clusters

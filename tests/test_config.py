@@ -55,10 +55,12 @@ def test_wrong_types_and_impossible_settings():
                      ("graph.k=0", "graph.k must be at least 1"),
                      ("vqvae.lr=0", "vqvae.lr must be positive"),
                      ("geodesic.n_workers=0", "geodesic.n_workers must be at least 1"),
-                     ("geodesic.method=dijkstra", "geodesic.method must be 'numba' or 'scipy'"),
+                     ("geodesic.method=dijkstra", "geodesic.method must be one of auto, numba, scipy, cuda, cugraph"),
+                     ("geodesic.method=cuda backend=numpy", "runs on a GPU but backend=numpy"),
+                     ("backend=tpu", "backend must be one of"),
                      ("geodesic.cluster=", "geodesic.cluster must be")):
         with pytest.raises(ConfigError, match=msg):
-            load_job(None, [bad])
+            load_job(None, bad.split())
     with pytest.raises(ConfigError, match="longer than the 100 codes of data.n_train"):
         load_job(None, ["data.n_train=100", "kmeans.n_clusters=8", "prior.seq_len=500"])
     with pytest.raises(ConfigError, match="longer than the 10 codes of data.n_test"):

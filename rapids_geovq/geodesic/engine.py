@@ -37,7 +37,7 @@ class EngineError(RuntimeError):
     """The requested cluster cannot be started or reached."""
 
 
-_OPEN: dict = {}  # shard files memory-mapped in this process, by (path, crc32)
+_OPEN: dict = {}  # shard files memory-mapped in this process, by path: (crc32, array)
 
 
 class ShardHandle:
@@ -49,26 +49,26 @@ class ShardHandle:
     """
 
     def __init__(self, rows: np.ndarray, path: str | None = None, data: np.ndarray | None = None,
-                 crc32: int | None = None, start: int = 0):
-        # in-memory shards (no path) cannot be re-opened elsewhere
+                 crc32: int | None = None, start: int = 0, device=None):
         self.rows = np.asarray(rows, dtype=np.int64)
-        self.path = path
+        self.path = path  # None: an in-memory shard, which cannot be re-opened elsewhere
         self.crc32 = crc32
         self.start = start  # position of the first row in the matrix's row order
         self._data = data
+        self.device = device  # a copy on this process's GPU (CuPy), used by k-means when present
 
     @property
     def data(self) -> np.ndarray:
         if self._data is None:
-            key = (self.path, self.crc32)
-            arr = _OPEN.get(key)
-            if arr is None:
-                arr = _OPEN[key] = np.load(self.path, mmap_mode="r")
-            self._data = arr
+            hit = _OPEN.get(self.path)
+            if hit is None or hit[0] != self.crc32:  # a rewritten file replaces its old mapping
+                hit = _OPEN[self.path] = (self.crc32, np.load(self.path, mmap_mode="r"))
+            self._data = hit[1]
         return self._data
 
     def __getstate__(self):
         state = self.__dict__.copy()
+        state["device"] = None  # a GPU copy stays on its GPU; elsewhere the host copy is used
         if self.path is not None:
             state["_data"] = None  # re-opened from the file where it is unpickled
         return state
@@ -189,10 +189,12 @@ def connect(cluster: str = "none", n_workers: int | None = None, *, timeout: flo
     Parameters
     ----------
     cluster : str
-        ``"none"`` (threads in this process), ``"local"`` (a Dask LocalCluster), a scheduler
+        ``"none"`` (threads in this process), ``"local"`` (a Dask LocalCluster), ``"local-cuda"``
+        (a dask-cuda LocalCUDACluster, one worker per GPU), a scheduler
         address (``"tcp://host:8786"``) or the path of a Dask scheduler file (``*.json``).
     n_workers : int, optional
-        Threads (``"none"``) or worker processes (``"local"``); default one per CPU. Ignored for
+        Threads (``"none"``) or worker processes (``"local"``; GPUs for ``"local-cuda"``); default
+        one per CPU (GPU). Ignored for
         an existing scheduler, whose workers are used as they are.
     timeout : float
         Seconds to wait for an existing scheduler.
@@ -203,6 +205,8 @@ def connect(cluster: str = "none", n_workers: int | None = None, *, timeout: flo
         from distributed import Client, LocalCluster
     except ImportError as exc:  # pragma: no cover - dask is a base dependency
         raise EngineError(f"geodesic.cluster={cluster!r} needs dask.distributed: pip install distributed ({exc})")
+    if cluster == "local-cuda":
+        return _local_cuda(n_workers)
     if cluster == "local":
         import dask
 
@@ -235,6 +239,28 @@ def connect(cluster: str = "none", n_workers: int | None = None, *, timeout: flo
             "without it: geodesic.cluster=none (this process) or local (--cluster for the codebook command)"
         ) from exc
     return DaskEngine(client)
+
+
+def _local_cuda(n_workers: int | None):
+    """A ``dask_cuda.LocalCUDACluster``: one worker per GPU (or the first ``n_workers`` GPUs)."""
+    try:
+        from dask_cuda import LocalCUDACluster
+        from distributed import Client
+    except ImportError as exc:
+        raise EngineError(f"geodesic.cluster=local-cuda needs dask-cuda ({exc}): install the GPU environment "
+                          "(conda-env.yml or pip install -e .[cu12]), or use geodesic.cluster=none or local")
+    import importlib.util
+
+    kw = {}
+    if n_workers:
+        kw["CUDA_VISIBLE_DEVICES"] = list(range(int(n_workers)))
+    if importlib.util.find_spec("rmm") is not None:
+        # One RMM pool per GPU that CuPy and PyTorch both draw from, so neither holds memory the
+        # other needs; nothing is spilled (the shards held on the GPU are what k-means reads).
+        kw.update(rmm_pool_size=None, rmm_allocator_external_lib_list=["cupy", "torch"])
+    lc = LocalCUDACluster(threads_per_worker=1, memory_limit=0, device_memory_limit=0,
+                          dashboard_address=None, **kw)
+    return DaskEngine(Client(lc), cluster=lc)
 
 
 class RowShards:

@@ -48,7 +48,12 @@ def _check_random_state(seed) -> np.random.Generator:
 
 # --- tasks run where a shard is held --------------------------------------------------------
 
-def _medoid_cost_task(handle, labels, members, seg_start) -> np.ndarray:
+def _medoid_cost_task(handle, args) -> np.ndarray:
+    labels, members, seg_start = args
+    if handle.device is not None:  # the shard is on this worker's GPU
+        from ..gpu.cuda_kmeans import medoid_costs as gpu_medoid_costs
+
+        return gpu_medoid_costs(handle.device, handle.rows, labels, members, seg_start)
     from .kernels import medoid_costs
 
     out = np.empty(handle.rows.size, np.float64)
@@ -57,6 +62,10 @@ def _medoid_cost_task(handle, labels, members, seg_start) -> np.ndarray:
 
 
 def _swap_task(handle, lo: int, hi: int, state) -> tuple[np.ndarray, np.ndarray]:
+    if handle.device is not None:
+        from ..gpu.cuda_kmeans import swap_gains as gpu_swap_gains
+
+        return gpu_swap_gains(handle.device[lo:hi], handle.rows[lo:hi], state)
     from .kernels import swap_gains
 
     is_medoid, nearest, d1, d2, removal = state
@@ -247,7 +256,7 @@ class GeodesicKMeans:
         seg_start = np.concatenate([[0], np.cumsum(np.bincount(labels, minlength=k))]).astype(np.int64)
         eng = R.engine
         args = eng.scatter((labels, members, seg_start))
-        futures = {R.submit(s, _medoid_cost_task_packed, args): s for s in range(len(R.rows))}
+        futures = {R.submit(s, _medoid_cost_task, args): s for s in range(len(R.rows))}
         cost = np.empty(R.n)
         for fut in eng.as_completed(list(futures)):
             cost[R.rows[futures[fut]]] = fut.result()
@@ -352,11 +361,6 @@ class GeodesicKMeans:
                               float(np.sum(state[2])))
         eng.cancel([f for _, _, f in pending])
         return medoids, rows, n_swaps
-
-
-def _medoid_cost_task_packed(handle, args) -> np.ndarray:
-    labels, members, seg_start = args
-    return _medoid_cost_task(handle, labels, members, seg_start)
 
 
 def kmeans_objective(D, medoids) -> float:

@@ -21,10 +21,6 @@ from scipy.sparse.csgraph import connected_components
 
 log = logging.getLogger("rapids_geovq")
 
-#: Extra neighbours fetched from the GEMM-based search, re-ranked with exact differences.
-_RERANK_EXTRA = 4
-
-
 class DisconnectedGraphError(ValueError):
     """The kNN graph has more than one connected component and repair was not asked for."""
 
@@ -59,7 +55,7 @@ def check_latents(Z) -> np.ndarray:
 
 
 def exact_knn(Z, k: int, *, query=None) -> tuple[np.ndarray, np.ndarray]:
-    """Exact Euclidean k nearest neighbours.
+    """Exact Euclidean k nearest neighbours, ordered by (distance, index).
 
     Parameters
     ----------
@@ -75,6 +71,7 @@ def exact_knn(Z, k: int, *, query=None) -> tuple[np.ndarray, np.ndarray]:
     -------
     distances : float64 array of shape (m, k), ascending per row
     indices : int64 array of shape (m, k)
+        Among points at equal distance the lower index comes first, also at the k-th place.
     """
     from sklearn.neighbors import NearestNeighbors
 
@@ -86,29 +83,93 @@ def exact_knn(Z, k: int, *, query=None) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"k={k} neighbours requested but only {limit} candidate points exist; use k <= {limit}")
     # The GEMM-based search (|x|^2 + |y|^2 - 2xy) loses precision for near points; fetch a few
     # spare candidates and re-rank them with exact differences so ties and tiny distances are right.
-    fetch = min(k + _RERANK_EXTRA, limit)
+    fetch = min(k + RERANK_EXTRA, limit)
     nn = NearestNeighbors(n_neighbors=fetch, algorithm="brute").fit(Z)
     if self_query:
-        _, cand = nn.kneighbors()
+        approx, cand = nn.kneighbors()
         Q = Z
     else:
         Q = check_latents(query)
-        _, cand = nn.kneighbors(Q)
-    exact = np.sqrt(((Q[:, None, :] - Z[cand]) ** 2).sum(axis=2))
-    order = _rank(exact, cand)[:, :k]
-    rows = np.arange(Q.shape[0])[:, None]
-    return exact[rows, order], cand[rows, order].astype(np.int64)
+        approx, cand = nn.kneighbors(Q)
+    return finish_knn(Q, Z, cand, approx**2, k, rel_err=GEMM_REL_ERR, self_query=self_query)
 
 
-def _rank(dist: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """Per-row order by (distance, index): ties are broken by the lower index, deterministically."""
-    order = np.argsort(idx, axis=1, kind="stable")
-    d_sorted = np.take_along_axis(dist, order, axis=1)
-    return np.take_along_axis(order, np.argsort(d_sorted, axis=1, kind="stable"), axis=1)
+#: Spare candidates fetched from an approximate (GEMM) search, re-ranked with exact differences.
+RERANK_EXTRA = 4
+#: Bound on the relative error of a float64 GEMM squared distance (|x|^2 + |y|^2 - 2xy), with margin.
+GEMM_REL_ERR = 1e-12
+
+
+def finish_knn(Q, Z, cand, approx_sq, k: int, *, rel_err: float, self_query: bool = False, start: int = 0):
+    """Exact neighbours from approximate candidates: re-rank by exact distance (ties to the lower
+    index) and prove each row complete, recomputing in full the rare rows it cannot prove.
+
+    Works on NumPy or CuPy arrays alike (the kNN search of either backend ends here).
+
+    Parameters
+    ----------
+    Q : (m, d) float64 queries; Z : (n, d) float64 reference points
+    cand : (m, c) int candidate indices (distinct per row; c > k unless c == all points)
+    approx_sq : (m, c) approximate squared distances of the candidates; every point left out of a
+        row's candidates has an approximate squared distance >= that row's largest.
+    rel_err : bound on |approximate - exact| squared distance, relative to |q|^2 + max |z|^2
+    self_query : Q is Z[start:start + m] and each point is excluded from its own neighbours
+    """
+    xp = _array_module(cand)
+    m, c = cand.shape
+    cand = cand.astype(xp.int64)
+    diff = Q[:, None, :] - Z[cand]
+    exact = xp.sqrt((diff * diff).sum(axis=2))
+    # rank of each candidate under (distance, index): a permutation, so any sort orders it
+    before = (exact[:, None, :] < exact[:, :, None]) | (
+        (exact[:, None, :] == exact[:, :, None]) & (cand[:, None, :] < cand[:, :, None]))
+    order = xp.argsort(before.sum(axis=2), axis=1)[:, :k]
+    dist = xp.take_along_axis(exact, order, axis=1)
+    ind = xp.take_along_axis(cand, order, axis=1)
+    n = Z.shape[0]
+    if c < n - (1 if self_query else 0):
+        # Points outside the candidates are at least this far (squared) in exact arithmetic:
+        scale = (Q * Q).sum(axis=1) + float((Z * Z).sum(axis=1).max())
+        floor = approx_sq.max(axis=1) - rel_err * scale
+        unproven = xp.flatnonzero(dist[:, k - 1] ** 2 >= floor)
+        if unproven.size:
+            rows = _to_numpy(unproven)
+            fd, fi = _full_rows(_to_numpy(Q[unproven]), _to_numpy(Z), k, rows + start if self_query else None)
+            dist[unproven] = xp.asarray(fd)
+            ind[unproven] = xp.asarray(fi)
+    return _to_numpy(dist), _to_numpy(ind)
+
+
+def _full_rows(Q: np.ndarray, Z: np.ndarray, k: int, self_index):
+    """Exact (distance, index)-ordered neighbours against all points (rows a search could not prove)."""
+    dist = np.empty((Q.shape[0], k))
+    ind = np.empty((Q.shape[0], k), np.int64)
+    for r in range(Q.shape[0]):
+        d = np.sqrt(((Z - Q[r]) ** 2).sum(axis=1))
+        if self_index is not None:
+            d[self_index[r]] = np.inf
+        o = np.lexsort((np.arange(d.size), d))[:k]
+        dist[r], ind[r] = d[o], o
+    return dist, ind
+
+
+def _array_module(a):
+    if hasattr(a, "__cuda_array_interface__"):
+        import cupy
+
+        return cupy
+    return np
+
+
+def _to_numpy(a) -> np.ndarray:
+    return a.get() if hasattr(a, "__cuda_array_interface__") else np.asarray(a)
+
+
+KNN_METHODS = ("sklearn", "cupy", "cuml")
 
 
 def knn_graph(
-    Z, k: int = 10, *, disconnected: str = "repair", return_info: bool = False
+    Z, k: int = 10, *, disconnected: str = "repair", return_info: bool = False, knn: str = "sklearn"
 ) -> sp.csr_matrix | tuple[sp.csr_matrix, Connectivity]:
     """Symmetric exact kNN graph with Euclidean edge weights.
 
@@ -124,6 +185,10 @@ def knn_graph(
         a warning in the log), or raise :class:`DisconnectedGraphError`.
     return_info : bool, default=False
         Also return a :class:`Connectivity` record.
+    knn : {"sklearn", "cupy", "cuml"}, default="sklearn"
+        The exact neighbour search: on the CPU (:func:`exact_knn`), by CuPy distance products on
+        the GPU, or by cuML's brute-force search (:mod:`rapids_geovq.gpu.knn`). All three give the
+        same neighbours. ``Z`` may then be a CuPy array or a CUDA torch tensor (read in place).
 
     Returns
     -------
@@ -134,9 +199,17 @@ def knn_graph(
     """
     if disconnected not in ("repair", "error"):
         raise ValueError(f"disconnected must be 'repair' or 'error', got {disconnected!r}")
-    Z = check_latents(Z)
+    if knn not in KNN_METHODS:
+        raise ValueError(f"knn must be one of {KNN_METHODS}, got {knn!r}")
+    if knn == "sklearn":
+        Z = check_latents(Z)
+        dist, ind = exact_knn(Z, k)
+    else:
+        from ..gpu.knn import gpu_knn
+
+        dist, ind = gpu_knn(Z, k, method=knn)
+        Z = _to_numpy(Z.detach().cpu() if hasattr(Z, "detach") else Z).astype(np.float64)  # for repairs
     n = Z.shape[0]
-    dist, ind = exact_knn(Z, k)
     rows = np.repeat(np.arange(n, dtype=np.int64), k)
     graph = symmetric_graph(n, rows, ind.ravel(), dist.ravel())
 

@@ -7,9 +7,12 @@ multi-source kernel (:func:`rapids_geovq.geodesic.kernels.multi_source_rows`) in
 map of the shard file; no float64 row block exists. Shard files are written atomically with a
 CRC-32 and are checked when a killed job is started again.
 
-Rows are stored in reverse Cuthill-McKee order of the graph (the manifest holds the order), so the
-sources of one kernel call are near each other and share most of their search; columns are in
-point order. ``method="scipy"`` fills the same layout with SciPy's Dijkstra, as a reference.
+Rows are stored in groups of 8 nearby points seeded in reverse Cuthill-McKee order (the manifest
+holds the order), so the sources of one kernel call are near each other and share most of their
+search; columns are in point order. The same layout is filled, with bit-equal rows, by
+``method="scipy"`` (SciPy's Dijkstra, the reference), ``"cuda"`` (batched search on the GPU,
+:mod:`rapids_geovq.gpu.cuda_paths`; the shard also stays on the GPU for k-means) and
+``"cugraph"`` (cuGraph's SSSP on a super-source graph, :mod:`rapids_geovq.gpu.cugraph_paths`).
 """
 from __future__ import annotations
 
@@ -36,7 +39,7 @@ SOURCE_BATCH = 64
 KERNEL_BATCH = 64
 #: Cap on the bucket array of the kernel; beyond it the bucket width grows (still exact).
 MAX_BUCKETS = 1 << 16
-METHODS = ("numba", "scipy")
+METHODS = ("numba", "scipy", "cuda", "cugraph")
 LAYOUT = "lanes8-rcm-v1"
 
 
@@ -89,7 +92,7 @@ def available_memory_bytes() -> int:
 class PathPlan:
     """Everything a worker needs to compute rows: the graph renumbered in row order.
 
-    ``order[p]`` is the point stored at row position p (reverse Cuthill-McKee); the CSR arrays are
+    ``order[p]`` is the point stored at row position p (see :func:`row_order`); the CSR arrays are
     the graph with node p = point ``order[p]``, so the sources of one shard are consecutive nodes.
     """
 
@@ -101,11 +104,6 @@ class PathPlan:
     delta: float
     n_buckets: int
     graph: sp.csr_matrix  # in point order, for method="scipy"
-
-    @property
-    def nbytes(self) -> int:
-        return sum(a.nbytes for a in (self.order, self.indptr, self.indices, self.weights)) + \
-            self.graph.data.nbytes + self.graph.indices.nbytes + self.graph.indptr.nbytes
 
 
 def row_order(graph) -> np.ndarray:
@@ -138,8 +136,21 @@ def make_plan(graph) -> PathPlan:
                     delta, n_buckets, graph)
 
 
-def _fill_rows(plan: PathPlan, start: int, stop: int, out: np.ndarray, method: str = "numba") -> None:
-    """Rows for the points at positions start:stop of the row order into ``out`` (float32)."""
+def _fill_rows(plan: PathPlan, start: int, stop: int, out: np.ndarray, method: str = "numba"):
+    """Rows for the points at positions start:stop of the row order into ``out`` (float32).
+    Returns the rows' device array for ``method="cuda"``, else None."""
+    if method == "cuda":
+        from ..gpu.backend import to_host
+        from ..gpu.cuda_paths import plan_graph
+
+        rows = plan_graph(plan).rows(np.arange(start, stop))
+        out[...] = to_host(rows)
+        return rows
+    if method == "cugraph":
+        from ..gpu.cugraph_paths import cugraph_rows
+
+        out[...] = cugraph_rows(plan.graph, plan.order[start:stop], mode="batched")
+        return None
     if method == "scipy":
         for s in range(start, stop, SOURCE_BATCH):
             e = min(s + SOURCE_BATCH, stop)
@@ -236,8 +247,9 @@ def geodesic_matrix(graph, *, progress: bool = False, method: str = "numba", n_w
         :func:`rapids_geovq.knn_graph`). Explicit zeros are edges of length 0.
     progress : bool, default=False
         Show a progress bar over source rows.
-    method : {"numba", "scipy"}
-        The compiled multi-source kernel, or SciPy's Dijkstra (reference). Results are equal.
+    method : {"numba", "scipy", "cuda", "cugraph"}
+        The compiled multi-source kernel, SciPy's Dijkstra (reference), the batched GPU search or
+        cuGraph's SSSP. Results are equal.
     n_workers : int, optional
         Threads; default one per CPU.
 
@@ -260,6 +272,8 @@ def geodesic_matrix(graph, *, progress: bool = False, method: str = "numba", n_w
     plan = make_plan(graph)
     n = plan.n
     n_workers = int(n_workers or os.cpu_count() or 1)
+    if method in ("cuda", "cugraph"):
+        n_workers = 1  # one GPU: a single caller keeps it busy
     check_resources(n, plan.indices.size, None, n_workers=n_workers, in_memory=True)
     D = np.empty((n, n), dtype=np.float32)
     step = 512
@@ -308,15 +322,17 @@ def _finished_shard(directory: Path, start: int, stop: int, n: int) -> ShardInfo
 def _compute_shard(plan: PathPlan, directory: str, start: int, stop: int, method: str = "numba",
                    sync: bool = False) -> ShardHandle:
     """Rows at positions start:stop, written atomically with a checksum sidecar, unless a verified
-    copy is already there. Returns the handle, which keeps the shard open where it ran."""
+    copy is already there. Returns the handle, which keeps the shard open where it ran (and, for
+    ``method="cuda"``, on this worker's GPU while it has room)."""
     directory = Path(directory)
     name = _shard_name(start, stop)
     info = _finished_shard(directory, start, stop, plan.n)
+    device = None
     if info is None:
         tmp = directory / f"{name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"  # one per writer
         # Rows go straight into a float32 memory map of the shard file.
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(stop - start, plan.n))
-        _fill_rows(plan, start, stop, out, method)
+        device = _fill_rows(plan, start, stop, out, method)
         # Without sync: the rename makes the shard visible only once complete, the pages reach the
         # disk in the background, and a shard damaged by a crash of the machine fails its CRC-32
         # when reused, so it is recomputed. On a cluster of several nodes (a shared file system)
@@ -332,6 +348,10 @@ def _compute_shard(plan: PathPlan, directory: str, start: int, stop: int, method
         os.replace(side_tmp, directory / (name + ".json"))
     handle = ShardHandle(plan.order[start:stop], path=str(directory / name), crc32=info.crc32, start=start)
     handle.data  # keep it open (mapped) in the process that holds it
+    if method == "cuda":
+        from ..gpu.cuda_paths import keep_on_device
+
+        handle.device = keep_on_device(handle.data if device is None else device)
     return handle
 
 
@@ -373,8 +393,10 @@ def geodesic_row_shards(
         them there.
     n_workers : int, optional
         Threads when ``engine`` is None; default one per CPU.
-    method : {"numba", "scipy"}
-        The compiled multi-source kernel, or SciPy's Dijkstra (reference, same output).
+    method : {"numba", "scipy", "cuda", "cugraph"}
+        The compiled multi-source kernel, SciPy's Dijkstra (reference), the batched GPU search
+        (shards also stay on the GPU of the worker that computed them, for k-means) or cuGraph's
+        SSSP. All give the same rows.
     progress : bool, default=True
         Show a progress bar over rows.
 

@@ -329,14 +329,17 @@ def evaluate_vqvae(
 
 
 def encode_means(
-    model: VAE, x: np.ndarray, *, batch_size: int = 4096, device: Device | None = None
-) -> np.ndarray:
-    """Posterior means of images (N, input_dim) -> np.ndarray float32 (N, latent_dim)."""
-    parts = _batched(lambda xb: model.encode(xb)[0].cpu(), model,
+    model: VAE, x: np.ndarray, *, batch_size: int = 4096, device: Device | None = None, as_tensor: bool = False
+):
+    """Posterior means of images (N, input_dim) -> np.ndarray float32 (N, latent_dim), or, with
+    ``as_tensor``, a torch tensor left on ``device`` (for a GPU kNN that reads it in place)."""
+    parts = _batched(lambda xb: model.encode(xb)[0] if as_tensor else model.encode(xb)[0].cpu(), model,
                      _as_images(x, model.config.input_dim), batch_size, device)
     if not parts:
-        return np.zeros((0, model.config.latent_dim), np.float32)
-    return torch.cat(parts).numpy()
+        z = torch.zeros((0, model.config.latent_dim))
+        return z if as_tensor else z.numpy()
+    z = torch.cat(parts)
+    return z if as_tensor else z.numpy()
 
 
 def decode_latents(

@@ -1,0 +1,136 @@
+"""GPU kernels against their CPU twins.
+
+Without a GPU these run on Numba's CUDA simulator (see conftest.py): the kernel source is the
+one that runs on the device, its arithmetic is Python's float64. On a GPU they run there.
+"""
+import numpy as np
+import pytest
+from scipy.sparse.csgraph import dijkstra
+
+from rapids_geovq.geodesic.knn import knn_graph, symmetric_graph
+from rapids_geovq.gpu.backend import to_host
+from rapids_geovq.gpu.cuda_paths import DeviceGraph, batched_rows, device_module, geodesic_rows, simulated
+
+pytestmark = pytest.mark.filterwarnings("ignore::numba.core.errors.NumbaPerformanceWarning")
+
+
+def _points(n, seed, d=3, dups=3):
+    rng = np.random.default_rng(seed)
+    Z = rng.normal(size=(n, d))
+    Z[1 : 1 + dups] = Z[0]  # duplicates: zero-length edges
+    return Z
+
+
+def _ref(G, sources):
+    return dijkstra(G, directed=True, indices=np.asarray(sources)).astype(np.float32)
+
+
+@pytest.mark.parametrize("delta", [None, np.inf, 0.05])
+def test_batched_rows_equal_scipy(delta):
+    G = knn_graph(_points(48, 0), 4)
+    sources = np.array([0, 1, 7, 7, 30, 47, 12])  # duplicates of a point, a repeated source
+    got = to_host(geodesic_rows(G, sources, lanes=4, delta=delta))
+    assert np.array_equal(got, _ref(G, sources))
+
+
+def test_batched_rows_unreachable_and_integer_weights():
+    rng = np.random.default_rng(1)
+    # two components; integer weights make many equal-length paths (ties in every round)
+    r = rng.integers(0, 20, 60)
+    c = rng.integers(0, 20, 60)
+    r2, c2 = r + 20, c + 20
+    w = rng.integers(0, 4, 120).astype(np.float64)
+    G = symmetric_graph(41, np.concatenate([r, r2]), np.concatenate([c, c2]), w)
+    sources = np.array([0, 5, 25, 40])
+    got = to_host(geodesic_rows(G, sources, lanes=3))
+    ref = _ref(G, sources)
+    assert np.isinf(ref).any() and np.array_equal(got, ref)
+
+
+def test_batched_rows_fewer_threads_than_lanes_and_column_map():
+    G = knn_graph(_points(30, 2), 3)
+    G.sort_indices()
+    xp = device_module()
+    perm = np.random.default_rng(0).permutation(30)
+    out = batched_rows(xp.asarray(G.indptr.astype(np.int64)), xp.asarray(G.indices), xp.asarray(G.data),
+                       np.arange(5), xp.asarray(perm), threads=2)
+    ref = _ref(G, np.arange(5))
+    got = to_host(out)
+    assert np.array_equal(got[:, perm], ref)
+
+
+def test_device_graph_checks_inputs():
+    G = knn_graph(_points(20, 3), 3)
+    with pytest.raises(ValueError, match="non-negative"):
+        DeviceGraph(G.indptr, G.indices, -G.data)
+    dg = DeviceGraph(G.indptr, G.indices, G.data)
+    with pytest.raises(ValueError, match=r"node ids in \[0, 20\)"):
+        dg.rows([0, 20])
+    with pytest.raises(ValueError, match="delta must be positive"):
+        batched_rows(dg.indptr, dg.indices, dg.weights, [0], delta=0.0)
+
+
+def test_kmeans_kernels_bit_equal_to_cpu():
+    from rapids_geovq.geodesic import kernels as cpu
+    from rapids_geovq.gpu import cuda_kmeans as gpu
+
+    rng = np.random.default_rng(4)
+    n, k = 40, 5
+    block = (rng.random((12, n)) * 3).astype(np.float32)
+    rows = rng.choice(n, 12, replace=False).astype(np.int64)
+    labels = rng.integers(0, k, n).astype(np.int64)
+    members = np.argsort(labels, kind="stable").astype(np.int64)
+    seg = np.concatenate([[0], np.cumsum(np.bincount(labels, minlength=k))]).astype(np.int64)
+    want = np.empty(12)
+    cpu.medoid_costs(block, rows, labels, members, seg, want)
+    xp = device_module()
+    got = gpu.medoid_costs(xp.asarray(block), rows, labels, members, seg)
+    assert np.array_equal(got, want)
+
+    medoids = rng.choice(n, k, replace=False)
+    sq = (rng.random((k, n)) * 3) ** 2
+    near = np.argsort(sq, axis=0)
+    n1, n2 = near[0].astype(np.int64), near[1].astype(np.int64)
+    d1, d2 = sq[n1, np.arange(n)], sq[n2, np.arange(n)]
+    removal = np.bincount(n1, weights=d2 - d1, minlength=k)
+    is_medoid = np.zeros(n, np.bool_)
+    is_medoid[medoids] = True
+    is_medoid[rows[0]] = True
+    state = (is_medoid, n1, d1, d2, removal)
+    dw, bw = np.empty(12), np.empty(12, np.int64)
+    cpu.swap_gains(block, rows, *state, dw, bw)
+    dg, bg = gpu.swap_gains(xp.asarray(block), rows, state)
+    assert np.array_equal(dg, dw) and np.array_equal(bg, bw) and np.isinf(dg[0])
+
+
+def test_cuda_shards_and_kmeans_equal_cpu(tmp_path):
+    """The geodesic stage's GPU method writes the same shard files, keeps the shards on the device,
+    and geodesic k-means over them picks the same medoids as over the CPU shards."""
+    from rapids_geovq.geodesic.engine import LocalEngine
+    from rapids_geovq.geodesic.kmeans import GeodesicKMeans
+    from rapids_geovq.geodesic.shortest_paths import geodesic_row_shards
+
+    G = knn_graph(_points(36, 5, d=2), 4)
+    eng = LocalEngine(1)
+    try:
+        gpu_D = geodesic_row_shards(G, tmp_path / "gpu", shard_rows=16, engine=eng, method="cuda", progress=False)
+        cpu_D = geodesic_row_shards(G, tmp_path / "cpu", shard_rows=16, method="numba", progress=False)
+        for a, b in zip(gpu_D.arrays, cpu_D.arrays):
+            assert np.array_equal(a, b)
+        held = gpu_D.held
+        assert all(h.device is not None for h in held.handles)
+        kw = dict(n_init=2, random_state=3, block_rows=5)
+        km_gpu = GeodesicKMeans(4, engine=eng, **kw).fit(gpu_D)
+    finally:
+        eng.close()
+    km_cpu = GeodesicKMeans(4, n_workers=2, **kw).fit(cpu_D)
+    assert np.array_equal(km_gpu.medoid_indices_, km_cpu.medoid_indices_)
+    assert np.array_equal(km_gpu.labels_, km_cpu.labels_)
+    assert km_gpu.inertia_ == km_cpu.inertia_ and km_gpu.n_swaps_ == km_cpu.n_swaps_
+
+
+def test_simulator_or_gpu():
+    """Where no GPU is visible the kernels ran on the simulator, never silently skipped."""
+    from pathlib import Path
+
+    assert simulated() == (not any(Path("/dev").glob("nvidia[0-9]*")))
