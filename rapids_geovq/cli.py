@@ -68,19 +68,28 @@ def cmd_codebook(args) -> int:
         raise ValueError(f"{path} holds an array of shape {Z.shape}; latents must be 2-D (n_points, n_dims)")
     if args.clusters > Z.shape[0]:
         raise ValueError(f"--clusters {args.clusters} is more than the {Z.shape[0]} latents in {path}")
-    graph = knn_graph(Z, args.k, disconnected=args.disconnected)
+    from .gpu.backend import resolve_backend
+
+    backend = resolve_backend(args.backend)
+    graph = knn_graph(Z, args.k, disconnected=args.disconnected, knn=backend.knn)
     n = Z.shape[0]
-    engine = connect(args.cluster, args.workers)
+    cluster, workers = args.cluster, args.workers
+    if backend.gpu and cluster == "local" and backend.cluster == "local-cuda":
+        cluster = "local-cuda"
+    elif backend.gpu and cluster == "none" and workers is None:
+        workers = 1  # this process's GPU
+    engine = connect(cluster, workers)
     try:
-        if n * n * 4 * 1.5 < available_memory_bytes() and args.work_dir is None and args.cluster == "none":
+        if (not backend.gpu and n * n * 4 * 1.5 < available_memory_bytes() and args.work_dir is None
+                and args.cluster == "none"):
             # visit rows in the order the sharded path stores them, so both give the same codebook
             D = DenseRows(geodesic_matrix(graph, progress=True, n_workers=args.workers), order=row_order(graph))
         else:
             work = Path(args.work_dir or str(Path(args.out).with_suffix("")) + ".geodesic")
             log.info("geodesic matrix (%.1f GiB) goes to row shards in %s", n * n * 4 / 2**30, work)
-            D = geodesic_row_shards(graph, work, engine=engine, progress=True)
+            D = geodesic_row_shards(graph, work, engine=engine, method=backend.paths, progress=True)
         km = GeodesicKMeans(args.clusters, n_init=args.n_init, random_state=args.seed, progress=True,
-                            engine=engine).fit(D)
+                            block_rows=1024 if backend.gpu else 64, engine=engine).fit(D)
         rows = as_rows(D).take_rows(km.medoid_indices_)
     finally:
         engine.close()
@@ -135,7 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--workers", type=int, default=None,
                    help="threads (--cluster none) or worker processes (--cluster local); default: all CPUs")
     c.add_argument("--cluster", default="none",
-                   help="none (this process), local (Dask LocalCluster), a scheduler address or scheduler file")
+                   help="none (this process), local (Dask LocalCluster; dask-cuda on --backend rapids), "
+                   "local-cuda, a scheduler address or scheduler file")
+    c.add_argument("--backend", choices=["auto", "numpy", "cupy", "rapids"], default="auto",
+                   help="auto (the best installed: rapids > cupy > numpy), numpy (CPU), cupy or rapids (GPU)")
     c.add_argument("--out", default="codebook.npz")
     c.set_defaults(func=cmd_codebook)
 

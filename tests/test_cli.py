@@ -147,3 +147,16 @@ def test_cli_errors_are_one_clear_line(tmp_path, capsys):
 
     assert main(["codebook", "--latents", str(tmp_path / "missing.npy")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(__import__("rapids_geovq.gpu.backend", fromlist=["gpu_count"]).gpu_count() > 0,
+                    reason="a GPU is present")
+def test_gpu_backend_without_gpu_is_one_clear_line(tmp_path, capsys):
+    assert main(["run", str(ROOT / "jobs/quick.yaml"), "backend=cupy", f"run_dir={tmp_path / 'run'}"]) == 2
+    err = capsys.readouterr().err
+    assert "backend=cupy needs" in err and "backend=numpy" in err and "Traceback" not in err
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["run.log"]  # refused before any work
+    np.save(tmp_path / "Z.npy", np.random.default_rng(0).normal(size=(40, 3)))
+    assert main(["codebook", "--latents", str(tmp_path / "Z.npy"), "--k", "3", "--clusters", "3",
+                 "--backend", "rapids"]) == 2
+    assert "backend=rapids needs" in capsys.readouterr().err

@@ -25,7 +25,7 @@ def _ref(G, sources):
     return dijkstra(G, directed=True, indices=np.asarray(sources)).astype(np.float32)
 
 
-@pytest.mark.parametrize("delta", [None, np.inf, 0.05])
+@pytest.mark.parametrize("delta", [None, np.inf, 0.25])
 def test_batched_rows_equal_scipy(delta):
     G = knn_graph(_points(48, 0), 4)
     sources = np.array([0, 1, 7, 7, 30, 47, 12])  # duplicates of a point, a repeated source
@@ -134,3 +134,29 @@ def test_simulator_or_gpu():
     from pathlib import Path
 
     assert simulated() == (not any(Path("/dev").glob("nvidia[0-9]*")))
+
+
+@pytest.mark.gpu
+def test_dask_cuda_workers_hold_shards_on_their_gpus(tmp_path):
+    """dask-cuda: one worker per GPU computes and keeps its shards there; k-means reduces over them
+    and matches the CPU engine."""
+    pytest.importorskip("dask_cuda")
+    if simulated():
+        pytest.skip("needs a GPU")
+    from rapids_geovq.geodesic.engine import connect
+    from rapids_geovq.geodesic.kmeans import GeodesicKMeans
+    from rapids_geovq.geodesic.shortest_paths import geodesic_row_shards
+
+    G = knn_graph(_points(400, 6, d=4), 6)
+    eng = connect("local-cuda")
+    try:
+        D = geodesic_row_shards(G, tmp_path / "gpu", shard_rows=64, engine=eng, method="cuda", progress=False)
+        on_gpu = [f.result() for f in (D.held.submit(k, lambda h: h.device is not None)
+                                        for k in range(len(D.held.rows)))]
+        assert all(on_gpu)
+        km = GeodesicKMeans(8, n_init=2, random_state=0, block_rows=256, engine=eng).fit(D)
+    finally:
+        eng.close()
+    cpu_D = geodesic_row_shards(G, tmp_path / "cpu", shard_rows=64, progress=False)
+    km_cpu = GeodesicKMeans(8, n_init=2, random_state=0, n_workers=2).fit(cpu_D)
+    assert np.array_equal(km.medoid_indices_, km_cpu.medoid_indices_) and km.inertia_ == km_cpu.inertia_
