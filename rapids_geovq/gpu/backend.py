@@ -179,6 +179,8 @@ def share_gpu_memory_with_torch(pool_size: int | str | None = None) -> bool:
 
     rmm.reinitialize(pool_allocator=True, initial_pool_size=pool_size)
     cupy.cuda.set_allocator(rmm_cupy_allocator)
+    if rmm_torch_allocator is None:  # this torch has no CUDA or no pluggable allocators
+        return False
     try:
         torch.cuda.memory.change_current_allocator(rmm_torch_allocator)
     except RuntimeError as exc:  # torch has allocated already: it keeps its own allocator
