@@ -8,8 +8,13 @@
 # and stay there; k-means sends medoid indices to them and gets partial sums back. The run
 # directory (run_dir in the job, default runs/<name>) must be on a file system all nodes share.
 #
+# GPU nodes: set GPUS_PER_NODE (e.g. sbatch --gres=gpu:8 with GPUS_PER_NODE=8): every node then
+# runs `dask cuda worker`, one worker per GPU, with CuPy and PyTorch sharing one RMM pool and no
+# spilling; the job runs with backend=rapids (override with backend=cupy), and each worker computes
+# its shards on its GPU and keeps them there for k-means.
+#
 # Environment: RAPIDS_GEOVQ_ENV (a venv or conda prefix to activate, default ./.venv),
-# DASK_SCHEDULER_FILE (default $HOME/.rapids_geovq/scheduler-$SLURM_JOB_ID.json).
+# DASK_SCHEDULER_FILE (default $HOME/.rapids_geovq/scheduler-$SLURM_JOB_ID.json), GPUS_PER_NODE.
 #SBATCH --job-name=rapids-geovq
 #SBATCH --exclusive
 set -euo pipefail
@@ -37,16 +42,25 @@ trap 'kill $scheduler_pid 2>/dev/null || true' EXIT
 for _ in $(seq 60); do [ -f "$scheduler_file" ] && break; sleep 1; done
 [ -f "$scheduler_file" ] || { echo "the Dask scheduler did not start" >&2; exit 1; }
 
-if command -v srun >/dev/null && [ -n "${SLURM_JOB_ID:-}" ]; then
-  srun --ntasks="$nodes" --ntasks-per-node=1 --cpus-per-task="$cpus" \
-    dask worker --scheduler-file "$scheduler_file" --nworkers "$cpus" --nthreads 1 --memory-limit 0 &
+gpus=${GPUS_PER_NODE:-0}
+if [ "$gpus" -gt 0 ]; then
+  worker=(dask cuda worker --scheduler-file "$scheduler_file" --nthreads 1 --memory-limit 0
+          --device-memory-limit 0 --set-rmm-allocator-for-libs cupy,torch)
+  per_node=$gpus
+  set -- backend=rapids "$@"
 else
-  dask worker --scheduler-file "$scheduler_file" --nworkers "$cpus" --nthreads 1 --memory-limit 0 &
+  worker=(dask worker --scheduler-file "$scheduler_file" --nworkers "$cpus" --nthreads 1 --memory-limit 0)
+  per_node=$cpus
+fi
+if command -v srun >/dev/null && [ -n "${SLURM_JOB_ID:-}" ]; then
+  srun --ntasks="$nodes" --ntasks-per-node=1 --cpus-per-task="$cpus" "${worker[@]}" &
+else
+  "${worker[@]}" &
 fi
 workers_pid=$!
 trap 'kill $workers_pid $scheduler_pid 2>/dev/null || true' EXIT
 
-python - "$scheduler_file" "$((nodes * cpus))" <<'PY'
+python - "$scheduler_file" "$((nodes * per_node))" <<'PY'
 import sys
 from distributed import Client
 client = Client(scheduler_file=sys.argv[1], timeout=120)
