@@ -26,7 +26,7 @@ log = logging.getLogger("rapids_geovq")
 
 #: Per-stage code versions: bump a stage's entry when its computation changes, so its old
 #: artifacts (and those of the stages that read them) are not reused. Unlisted stages are at 1.
-STAGE_VERSIONS = {"quantize": 2, "geodesic": 2, "kmeans": 2}
+STAGE_VERSIONS = {"graph": 2, "quantize": 2, "geodesic": 2, "kmeans": 2}
 
 
 def _reset_peak_rss() -> None:
@@ -201,7 +201,7 @@ def run_job(cfg: JobConfig) -> dict:
     from .geodesic.kmeans import GeodesicKMeans
     from .geodesic.knn import knn_graph
     from .geodesic.quantize import EuclideanQuantizer, GeodesicQuantizer
-    from .geodesic.engine import connect
+    from .geodesic.engine import connect, on_engine
     from .geodesic.shortest_paths import geodesic_row_shards, load_row_shards
     from .models import training as T
     from .models.prior import prior_nll
@@ -315,9 +315,12 @@ def run_job(cfg: JobConfig) -> dict:
             kc = cfg.kmeans
             # A GPU evaluates swap candidates a thousand at a time; the result does not depend on it.
             block_rows = max(kc.block_rows, 1024) if method == "cuda" else kc.block_rows
+            src = D
+            if method == "cuda" and getattr(D, "held", None) is None:
+                src = on_engine(engine(), D, device=True)  # a resumed run: shards back onto the GPUs
             km = GeodesicKMeans(kc.n_clusters, n_init=kc.n_init, max_iter=kc.max_iter, swap=kc.swap,
                                 block_rows=block_rows, random_state=kc.seed, progress=progress,
-                                engine=engine()).fit(D)
+                                engine=engine()).fit(src)
             dist_to_codes = D.take_rows(km.medoid_indices_).T.copy()  # symmetric: D[:, m] = D[m, :]
             save_npz(run.path("artifacts", "codebook.npz"), medoid_indices=km.medoid_indices_, labels=km.labels_,
                      codebook=z_train[km.medoid_indices_], dist_to_codes=dist_to_codes)

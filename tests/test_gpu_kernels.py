@@ -124,6 +124,18 @@ def test_cuda_shards_and_kmeans_equal_cpu(tmp_path):
     finally:
         eng.close()
     km_cpu = GeodesicKMeans(4, n_workers=2, **kw).fit(cpu_D)
+    # a resumed run: the shard directory opened again and copied back to the device
+    from rapids_geovq.geodesic.engine import on_engine
+    from rapids_geovq.geodesic.shortest_paths import load_row_shards
+
+    eng = LocalEngine(1)
+    try:
+        R = on_engine(eng, load_row_shards(tmp_path / "gpu"), device=True)
+        assert all(h.device is not None for h in R.handles) and not R.file_backed
+        km_resumed = GeodesicKMeans(4, engine=eng, **kw).fit(R)
+    finally:
+        eng.close()
+    assert np.array_equal(km_resumed.medoid_indices_, km_cpu.medoid_indices_)
     assert np.array_equal(km_gpu.medoid_indices_, km_cpu.medoid_indices_)
     assert np.array_equal(km_gpu.labels_, km_cpu.labels_)
     assert km_gpu.inertia_ == km_cpu.inertia_ and km_gpu.n_swaps_ == km_cpu.n_swaps_

@@ -169,6 +169,11 @@ class DaskEngine:
 
         return as_completed(futures)
 
+    def holders(self, futures) -> list:
+        """The worker holding each finished future's result (it may not be the one asked for)."""
+        who = self.client.who_has(futures)
+        return [sorted(who[f.key])[0] if who.get(f.key) else None for f in futures]
+
     def cancel(self, futures) -> None:
         futures = [f for f in futures if not f.done()]
         if futures:
@@ -253,11 +258,13 @@ def _local_cuda(n_workers: int | None):
 
     kw = {}
     if n_workers:
-        kw["CUDA_VISIBLE_DEVICES"] = list(range(int(n_workers)))
+        kw["n_workers"] = int(n_workers)  # the first n of the GPUs this process may use
     if importlib.util.find_spec("rmm") is not None:
-        # One RMM pool per GPU that CuPy and PyTorch both draw from, so neither holds memory the
-        # other needs; nothing is spilled (the shards held on the GPU are what k-means reads).
-        kw.update(rmm_pool_size=None, rmm_allocator_external_lib_list=["cupy", "torch"])
+        # CuPy and PyTorch on each worker allocate from one stream-ordered RMM pool (CUDA's async
+        # allocator), which gives freed memory back to the driver, so neither library holds what
+        # the other needs and free-memory checks stay true.
+        kw.update(rmm_async=True, rmm_allocator_external_lib_list=["cupy", "torch"])
+    # No spilling: the shards held on the GPUs are what k-means reads.
     lc = LocalCUDACluster(threads_per_worker=1, memory_limit=0, device_memory_limit=0,
                           dashboard_address=None, **kw)
     return DaskEngine(Client(lc), cluster=lc)
@@ -337,16 +344,21 @@ def local_row_shards(engine, D, block_rows: int = 2048, order=None) -> RowShards
     return RowShards(engine, n, handles, rows, owners)
 
 
-def _open_handle(rows, path, crc32, start) -> ShardHandle:
-    h = ShardHandle(rows, path=path, crc32=crc32, start=start)
+def _open_handle(rows, path, crc32, start, device: bool = False, data=None) -> ShardHandle:
+    h = ShardHandle(rows, path=path, crc32=crc32, start=start, data=data)
     h.data  # open the memory map where the handle will live
+    if device:  # and copy it to this worker's GPU while there is room
+        from ..gpu.cuda_paths import keep_on_device
+
+        h.device = keep_on_device(h.data)
     return h
 
 
-def on_engine(engine, D, *, block_rows: int = 2048) -> RowShards:
+def on_engine(engine, D, *, block_rows: int = 2048, device: bool = False) -> RowShards:
     """Row shards of ``D`` on ``engine``: an ndarray / :class:`DenseRows` is split into row blocks;
     a :class:`ShardedRows` directory is opened shard by shard on the workers (each worker memory-maps
-    its own files); :class:`RowShards` already on an engine are used as they are."""
+    its own files, and with ``device`` copies them to its GPU); :class:`RowShards` already on an
+    engine are used as they are."""
     from .shards import DenseRows, ShardedRows
 
     if isinstance(D, RowShards):
@@ -361,13 +373,19 @@ def on_engine(engine, D, *, block_rows: int = 2048) -> RowShards:
             w = workers[k % len(workers)]
             path = str(D.directory / info.path)
             if isinstance(engine, DaskEngine):
-                h = engine.submit(_open_handle, r, path, info.crc32, info.start, worker=w)
+                h = engine.submit(_open_handle, r, path, info.crc32, info.start, device, worker=w)
             else:
-                h = ShardHandle(r, path=path, crc32=info.crc32, start=info.start, data=D.arrays[k])
+                h = _open_handle(r, path, info.crc32, info.start, device, data=D.arrays[k])
             handles.append(h)
             rows.append(r)
             owners.append(w)
-        return RowShards(engine, D.shape[0], handles, rows, owners, file_backed=True)
+        if isinstance(engine, DaskEngine):
+            from distributed import wait
+
+            wait(handles)
+            owners = [h or w for h, w in zip(engine.holders(handles), owners)]
+        # shards on GPUs are used where they are; file-backed ones may be read by any worker
+        return RowShards(engine, D.shape[0], handles, rows, owners, file_backed=not device)
     if isinstance(D, DenseRows):
         return local_row_shards(engine, D.array, block_rows, order=D.order)
     return local_row_shards(engine, D, block_rows)

@@ -119,7 +119,7 @@ def finish_knn(Q, Z, cand, approx_sq, k: int, *, rel_err: float, self_query: boo
     m, c = cand.shape
     cand = cand.astype(xp.int64)
     diff = Q[:, None, :] - Z[cand]
-    exact = xp.sqrt((diff * diff).sum(axis=2))
+    exact = xp.sqrt(squared_norms(diff))
     # rank of each candidate under (distance, index): a permutation, so any sort orders it
     before = (exact[:, None, :] < exact[:, :, None]) | (
         (exact[:, None, :] == exact[:, :, None]) & (cand[:, None, :] < cand[:, :, None]))
@@ -140,12 +140,24 @@ def finish_knn(Q, Z, cand, approx_sq, k: int, *, rel_err: float, self_query: boo
     return _to_numpy(dist), _to_numpy(ind)
 
 
+def squared_norms(diff):
+    """Sum of squares over the last axis, adding the coordinates one at a time in order.
+
+    Every step is one rounded multiply or add over whole arrays, so NumPy and CuPy give the same
+    bits (a ``sum`` would use NumPy's pairwise order on the CPU and a tree reduction on the GPU).
+    """
+    s = diff[..., 0] * diff[..., 0]
+    for j in range(1, diff.shape[-1]):
+        s = s + diff[..., j] * diff[..., j]
+    return s
+
+
 def _full_rows(Q: np.ndarray, Z: np.ndarray, k: int, self_index):
     """Exact (distance, index)-ordered neighbours against all points (rows a search could not prove)."""
     dist = np.empty((Q.shape[0], k))
     ind = np.empty((Q.shape[0], k), np.int64)
     for r in range(Q.shape[0]):
-        d = np.sqrt(((Z - Q[r]) ** 2).sum(axis=1))
+        d = np.sqrt(squared_norms(Z - Q[r]))
         if self_index is not None:
             d[self_index[r]] = np.inf
         o = np.lexsort((np.arange(d.size), d))[:k]
@@ -277,5 +289,5 @@ def _component_bridges(Z: np.ndarray, labels: np.ndarray, n_comp: int):
             p, q = int(a[best]), int(b[arg[best]])
             er.append(p)
             ec.append(q)
-            ew.append(float(np.sqrt(((Z[p] - Z[q]) ** 2).sum())))
+            ew.append(float(np.sqrt(squared_norms(Z[p] - Z[q]))))
     return np.array(er, np.int64), np.array(ec, np.int64), np.array(ew, np.float64)

@@ -478,8 +478,11 @@ def geodesic_row_shards(
         from .engine import RowShards
 
         held = handles if engine.kind == "dask" else metas
-        result.held = RowShards(engine, n, held, [m.rows for m in metas],
-                                [workers[k % len(workers)] for k in range(len(ranges))], file_backed=True)
+        owners = [workers[k % len(workers)] for k in range(len(ranges))]
+        if engine.kind == "dask":  # a task may have run elsewhere than asked: its result stays there
+            owners = [h or w for h, w in zip(engine.holders(handles), owners)]
+        # Shards kept on GPUs are used where they are; file-backed ones may be read by any worker.
+        result.held = RowShards(engine, n, held, [m.rows for m in metas], owners, file_backed=method != "cuda")
     return result
 
 

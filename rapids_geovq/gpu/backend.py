@@ -42,8 +42,8 @@ class Backend:
         Which exact kNN search runs.
     paths : {"numba", "cuda"}
         Default shortest-path method.
-    cluster : {"none", "local", "local-cuda"}
-        What ``geodesic.cluster=local`` starts.
+    cluster : {"local", "local-cuda"}
+        What ``geodesic.cluster=local`` starts: a CPU LocalCluster, or dask-cuda's one worker per GPU.
     """
 
     name: str
@@ -86,6 +86,16 @@ def _why_not(name: str) -> str | None:
     if gpu_count() == 0:
         return (f"backend={name} needs a CUDA GPU, and none is visible (check nvidia-smi and "
                 "CUDA_VISIBLE_DEVICES), or use backend=numpy")
+    try:
+        from numba import cuda
+
+        ok = cuda.is_available()
+    except Exception:  # a Numba without a CUDA target for this driver
+        ok = False
+    if not ok:
+        return (f"backend={name} runs its kernels with Numba-CUDA, which finds no usable CUDA driver or "
+                "toolkit here (python -c 'from numba import cuda; cuda.detect()' says why); install "
+                "numba-cuda for this CUDA version (pip install numba-cuda[cu12] or [cu13]), or use backend=numpy")
     return None
 
 
@@ -115,8 +125,8 @@ def resolve_backend(name: str = "auto") -> Backend:
             raise BackendError(why)
     if name == "numpy":
         return Backend("numpy", False, "sklearn", "numba", "local")
-    if name == "cupy":
-        return Backend("cupy", True, "cupy", "cuda", "local")
+    if name == "cupy":  # several GPUs in one job still need dask-cuda (geodesic.cluster=local-cuda)
+        return Backend("cupy", True, "cupy", "cuda", "local-cuda")
     return Backend("rapids", True, "cuml", "cuda", "local-cuda")
 
 
@@ -160,14 +170,14 @@ def to_host(a) -> np.ndarray:
     return np.asarray(a)
 
 
-def share_gpu_memory_with_torch(pool_size: int | str | None = None) -> bool:
-    """Make CuPy and PyTorch allocate from one RMM pool (``pool_size``: its initial size, RMM's
-    default when None), so neither caches memory the other needs.
+def share_gpu_memory_with_torch() -> bool:
+    """Make CuPy and PyTorch allocate from one RMM memory resource, CUDA's stream-ordered pool
+    (``cudaMallocAsync``), which returns freed memory to the driver, so neither library holds
+    memory the other needs and the driver's free-memory figure stays true.
 
     Must run before PyTorch's first CUDA allocation. Returns False (and changes nothing) where
     RMM is not installed; each library then keeps its own caching allocator, which is safe but
-    holds freed blocks (``torch.cuda.empty_cache()`` / ``cupy.get_default_memory_pool().free_all_blocks()``
-    between stages give them back).
+    holds freed blocks (:func:`release_gpu_memory` gives them back between stages).
     """
     if not _installed("rmm"):
         return False
@@ -177,7 +187,7 @@ def share_gpu_memory_with_torch(pool_size: int | str | None = None) -> bool:
     from rmm.allocators.cupy import rmm_cupy_allocator
     from rmm.allocators.torch import rmm_torch_allocator
 
-    rmm.reinitialize(pool_allocator=True, initial_pool_size=pool_size)
+    rmm.mr.set_current_device_resource(rmm.mr.CudaAsyncMemoryResource())
     cupy.cuda.set_allocator(rmm_cupy_allocator)
     if rmm_torch_allocator is None:  # this torch has no CUDA or no pluggable allocators
         return False

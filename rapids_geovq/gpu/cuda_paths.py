@@ -102,8 +102,10 @@ def _relax(indptr, indices, weights, frontier, n_front, dist, flag, flag_next, p
 
 
 @cuda.jit
-def _advance(thr, near_lane, delta):  # pragma: no cover
+def _advance(thr, near_lane, delta, count):  # pragma: no cover
     b = cuda.grid(1)
+    if b == 0:
+        count[0] = 0  # for the next round's frontier (read on the host before this launch)
     if b < thr.size:
         if near_lane[b] == 0:
             thr[b] += delta
@@ -195,6 +197,7 @@ def batched_rows(indptr, indices, weights, sources, col_of=None, *, delta: float
     frontier = xp.empty(n, dtype=xp.int32)
     count = xp.zeros(1, dtype=xp.int32)
 
+    result = out
     if not simulated():  # wrap once: a launch given CuPy arrays would sync the stream per argument
         (indptr, indices, weights, sources, col_of, out, dist, flag, flag_next, pending, pending_next, thr,
          near_lane, frontier, count) = (_as_numba(a) for a in (
@@ -202,18 +205,17 @@ def batched_rows(indptr, indices, weights, sources, col_of=None, *, delta: float
             near_lane, frontier, count))
     _init[_blocks(lanes, 128), 128](sources, dist, flag, pending)
     while True:
-        count[0] = 0
         _compact[_blocks(n, 256), 256](pending, frontier, count)
-        n_front = int(count[0])
+        n_front = int(count[0])  # the one device-to-host read of a round
         if n_front == 0:
             break
         _relax[min(n_front, 65535), threads](indptr, indices, weights, frontier, n_front, dist, flag,
                                               flag_next, pending_next, thr, near_lane)
-        _advance[_blocks(lanes, 128), 128](thr, near_lane, delta)
+        _advance[_blocks(max(lanes, 1), 128), 128](thr, near_lane, delta, count)
         flag, flag_next = flag_next, flag  # the spent buffers are all zero again
         pending, pending_next = pending_next, pending
     _to_rows[(_blocks(n, 32), _blocks(lanes, 8)), (32, 8)](dist, col_of, out)
-    return out
+    return result
 
 
 class DeviceGraph:
@@ -282,8 +284,8 @@ DEVICE_RESERVE_BYTES = 4 << 30
 def keep_on_device(rows):
     """``rows`` as a device array if the GPU has room to keep it (a host array is copied there),
     else None: k-means then reads that shard from its file on the CPU."""
-    if simulated():
-        return rows
+    if simulated():  # "device" memory is host memory: a writable copy, as a device copy would be
+        return rows if isinstance(rows, np.ndarray) and rows.flags.writeable else np.array(rows)
     import cupy
 
     nbytes = 0 if isinstance(rows, cupy.ndarray) else rows.nbytes
