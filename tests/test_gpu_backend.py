@@ -124,3 +124,19 @@ def test_cuml_knn_equals_cpu_reference():
 
     Z = _points(1)
     assert np.array_equal(cuml_knn(Z, 6)[1], exact_knn(Z, 6)[1])
+
+
+def test_squared_norms_add_coordinates_in_order():
+    from rapids_geovq.geodesic.knn import squared_norms
+
+    rng = np.random.default_rng(5)
+    diff = rng.normal(size=(200, 20)) * 10.0 ** rng.integers(-8, 8, size=(200, 20))
+    want = np.empty(200)
+    for i, row in enumerate(diff):
+        s = row[0] * row[0]
+        for x in row[1:]:
+            s = s + x * x  # Python floats: IEEE double, one rounding per operation
+        want[i] = s
+    got = squared_norms(diff)
+    assert np.array_equal(got, want)
+    assert not np.array_equal(got, (diff * diff).sum(axis=1))  # NumPy's pairwise order differs
