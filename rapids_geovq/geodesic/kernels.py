@@ -9,7 +9,7 @@ Shortest paths
 ``LANES`` sources at once. Each node holds one float64 distance per source (a 64-byte row, one
 cache line), and one scan of a node's edge list relaxes all lanes together, so the edge lists of
 the graph, which do not fit in L2 for n = 60,000, are read once for several sources. Sources that
-are close in the graph (consecutive in reverse Cuthill-McKee order) have similar search fronts,
+are close in the graph (one group of the row order, see ``lane_groups``) have similar search fronts,
 so a node is scanned about 1.8 times for 8 sources instead of 8 times. Before relaxing a node's
 edges, the kernel issues prefetches for all its neighbours' distance rows (random accesses into a
 3.8 MB array that does not fit in L2), so their cache misses overlap.

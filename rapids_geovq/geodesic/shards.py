@@ -82,8 +82,8 @@ class ShardedRows:
     ----------
     order : int64 ndarray of shape (n,)
         Row ids in storage order: shard files hold the rows ``order[start:stop]``. The geodesic
-        engine stores rows in reverse Cuthill-McKee order of the kNN graph (nearby points in
-        nearby rows); directories without a ``row_order`` entry hold rows 0..n-1 in order.
+        engine stores rows in groups of 8 nearby points seeded in reverse Cuthill-McKee order of
+        the kNN graph (nearby points in nearby rows); directories without a ``row_order`` entry hold rows 0..n-1 in order.
         Columns are always in point order.
     """
 
