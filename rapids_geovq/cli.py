@@ -68,17 +68,12 @@ def cmd_codebook(args) -> int:
         raise ValueError(f"{path} holds an array of shape {Z.shape}; latents must be 2-D (n_points, n_dims)")
     if args.clusters > Z.shape[0]:
         raise ValueError(f"--clusters {args.clusters} is more than the {Z.shape[0]} latents in {path}")
-    from .gpu.backend import resolve_backend
+    from .gpu.backend import engine_spec, resolve_backend
 
     backend = resolve_backend(args.backend)
     graph = knn_graph(Z, args.k, disconnected=args.disconnected, knn=backend.knn)
     n = Z.shape[0]
-    cluster, workers = args.cluster, args.workers
-    if backend.gpu and cluster == "local" and backend.cluster == "local-cuda":
-        cluster = "local-cuda"
-    elif backend.gpu and cluster == "none" and workers is None:
-        workers = 1  # this process's GPU
-    engine = connect(cluster, workers)
+    engine = connect(*engine_spec(backend, args.cluster, args.workers))
     try:
         if (not backend.gpu and n * n * 4 * 1.5 < available_memory_bytes() and args.work_dir is None
                 and args.cluster == "none"):

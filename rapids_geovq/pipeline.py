@@ -207,7 +207,7 @@ def run_job(cfg: JobConfig) -> dict:
     from .models.prior import prior_nll
     from . import sequences as S
 
-    from .gpu.backend import release_gpu_memory, resolve_backend, share_gpu_memory_with_torch
+    from .gpu.backend import engine_spec, release_gpu_memory, resolve_backend, share_gpu_memory_with_torch
 
     backend = resolve_backend(cfg.backend)  # a GPU backend that cannot run here fails before any work
     method = backend.paths if cfg.geodesic.method == "auto" else cfg.geodesic.method
@@ -285,12 +285,7 @@ def run_job(cfg: JobConfig) -> dict:
     def engine():
         """The geodesic engine (threads or a Dask cluster), started when a stage first needs it."""
         if "e" not in engines:
-            cluster, n_workers = cfg.geodesic.cluster, cfg.geodesic.n_workers
-            if cluster == "local" and backend.cluster == "local-cuda":
-                cluster = "local-cuda"
-            elif cluster == "none" and backend.gpu and n_workers is None:
-                n_workers = 1  # this process's GPU; several GPUs: geodesic.cluster=local (dask-cuda)
-            engines["e"] = connect(cluster, n_workers)
+            engines["e"] = connect(*engine_spec(backend, cfg.geodesic.cluster, cfg.geodesic.n_workers))
             log.info("geodesic engine: %r", engines["e"])
         return engines["e"]
 

@@ -34,24 +34,35 @@ class Connectivity:
     added_edges: int
 
 
-def check_latents(Z) -> np.ndarray:
-    """Validate latents: a finite 2-D float array with at least two rows; returns float64."""
-    Z = np.asarray(Z)
+def check_latents(Z):
+    """Validate latents: a finite 2-D real array with at least two rows; returns it as float64 in
+    the same array module (NumPy, or CuPy for device arrays)."""
+    from ..gpu.backend import array_module, to_host
+
+    xp = array_module(Z)
+    Z = xp.asarray(Z)
     if Z.ndim != 2:
         raise ValueError(f"latents must be a 2-D array (n_points, n_dims), got shape {Z.shape}")
     if Z.shape[0] < 2:
         raise ValueError(f"need at least 2 latents to build a graph, got {Z.shape[0]}")
     if not (np.issubdtype(Z.dtype, np.floating) or np.issubdtype(Z.dtype, np.integer)):
         raise ValueError(f"latents must be real numbers, got dtype {Z.dtype}")
-    bad = ~np.isfinite(Z).all(axis=1)
-    if bad.any():
-        rows = np.flatnonzero(bad)
+    bad = ~xp.isfinite(Z).all(axis=1)
+    if bool(bad.any()):
+        rows = np.flatnonzero(to_host(bad))
         raise ValueError(
             f"latents contain NaN or inf in {rows.size} row(s) (first: {rows[:5].tolist()}); "
             "the encoder diverged or the file is corrupt: retrain the VAE (delete its checkpoint) "
             "or drop those rows before building the graph"
         )
-    return Z.astype(np.float64, copy=False)
+    return Z.astype(xp.float64, copy=False)
+
+
+def check_k(k: int, n: int, *, self_query: bool = True) -> None:
+    """``k`` neighbours must exist among ``n`` points (one fewer when a point is not its own)."""
+    limit = n - 1 if self_query else n
+    if not 1 <= k <= limit:
+        raise ValueError(f"k={k} neighbours requested but only {limit} candidate points exist; use k <= {limit}")
 
 
 def exact_knn(Z, k: int, *, query=None) -> tuple[np.ndarray, np.ndarray]:
@@ -78,9 +89,8 @@ def exact_knn(Z, k: int, *, query=None) -> tuple[np.ndarray, np.ndarray]:
     Z = check_latents(Z)
     n = Z.shape[0]
     self_query = query is None
+    check_k(k, n, self_query=self_query)
     limit = n - 1 if self_query else n
-    if not 1 <= k <= limit:
-        raise ValueError(f"k={k} neighbours requested but only {limit} candidate points exist; use k <= {limit}")
     # The GEMM-based search (|x|^2 + |y|^2 - 2xy) loses precision for near points; fetch a few
     # spare candidates and re-rank them with exact differences so ties and tiny distances are right.
     fetch = min(k + RERANK_EXTRA, limit)
@@ -115,7 +125,9 @@ def finish_knn(Q, Z, cand, approx_sq, k: int, *, rel_err: float, self_query: boo
     rel_err : bound on |approximate - exact| squared distance, relative to |q|^2 + max |z|^2
     self_query : Q is Z[start:start + m] and each point is excluded from its own neighbours
     """
-    xp = _array_module(cand)
+    from ..gpu.backend import array_module, to_host
+
+    xp = array_module(cand)
     m, c = cand.shape
     cand = cand.astype(xp.int64)
     diff = Q[:, None, :] - Z[cand]
@@ -133,11 +145,11 @@ def finish_knn(Q, Z, cand, approx_sq, k: int, *, rel_err: float, self_query: boo
         floor = approx_sq.max(axis=1) - rel_err * scale
         unproven = xp.flatnonzero(dist[:, k - 1] ** 2 >= floor)
         if unproven.size:
-            rows = _to_numpy(unproven)
-            fd, fi = _full_rows(_to_numpy(Q[unproven]), _to_numpy(Z), k, rows + start if self_query else None)
+            rows = to_host(unproven)
+            fd, fi = _full_rows(to_host(Q[unproven]), to_host(Z), k, rows + start if self_query else None)
             dist[unproven] = xp.asarray(fd)
             ind[unproven] = xp.asarray(fi)
-    return _to_numpy(dist), _to_numpy(ind)
+    return to_host(dist), to_host(ind)
 
 
 def squared_norms(diff):
@@ -163,18 +175,6 @@ def _full_rows(Q: np.ndarray, Z: np.ndarray, k: int, self_index):
         o = np.lexsort((np.arange(d.size), d))[:k]
         dist[r], ind[r] = d[o], o
     return dist, ind
-
-
-def _array_module(a):
-    if hasattr(a, "__cuda_array_interface__"):
-        import cupy
-
-        return cupy
-    return np
-
-
-def _to_numpy(a) -> np.ndarray:
-    return a.get() if hasattr(a, "__cuda_array_interface__") else np.asarray(a)
 
 
 KNN_METHODS = ("sklearn", "cupy", "cuml")
@@ -220,7 +220,9 @@ def knn_graph(
         from ..gpu.knn import gpu_knn
 
         dist, ind = gpu_knn(Z, k, method=knn)
-        Z = _to_numpy(Z.detach().cpu() if hasattr(Z, "detach") else Z).astype(np.float64)  # for repairs
+        from ..gpu.backend import to_host
+
+        Z = to_host(Z.detach().cpu() if hasattr(Z, "detach") else Z).astype(np.float64)  # for repairs
     n = Z.shape[0]
     rows = np.repeat(np.arange(n, dtype=np.int64), k)
     graph = symmetric_graph(n, rows, ind.ravel(), dist.ravel())

@@ -170,6 +170,16 @@ def to_host(a) -> np.ndarray:
     return np.asarray(a)
 
 
+def engine_spec(backend: Backend, cluster: str, n_workers: int | None) -> tuple[str, int | None]:
+    """The cluster to start for a config's ``geodesic.cluster`` on ``backend``: ``local`` means
+    one dask-cuda worker per GPU on a GPU backend, and ``none`` one thread, for this process's GPU."""
+    if backend.gpu and cluster == "local":
+        return backend.cluster, n_workers
+    if backend.gpu and cluster == "none" and n_workers is None:
+        return cluster, 1  # this process's GPU; several GPUs: geodesic.cluster=local (dask-cuda)
+    return cluster, n_workers
+
+
 def share_gpu_memory_with_torch() -> bool:
     """Make CuPy and PyTorch allocate from one RMM memory resource, CUDA's stream-ordered pool
     (``cudaMallocAsync``), which returns freed memory to the driver, so neither library holds

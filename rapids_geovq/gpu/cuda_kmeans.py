@@ -19,6 +19,7 @@ import threading
 import numpy as np
 from numba import cuda
 
+from .backend import to_host
 from .cuda_paths import device_module, simulated
 
 if simulated():
@@ -87,10 +88,6 @@ def _on_device(arrays: tuple):
         return dev
 
 
-def _host(a) -> np.ndarray:
-    return a if isinstance(a, np.ndarray) else a.get()
-
-
 def medoid_costs(block, rows, labels, members, seg_start) -> np.ndarray:
     """Per row of a device block: sum of squared distances to the members of its cluster (float64,
     on the host); see :func:`rapids_geovq.geodesic.kernels.medoid_costs`."""
@@ -99,7 +96,7 @@ def medoid_costs(block, rows, labels, members, seg_start) -> np.ndarray:
     rows = xp.asarray(rows)
     out = xp.empty(block.shape[0], dtype=xp.float64)
     _medoid_costs[max(1, -(-block.shape[0] // _THREADS)), _THREADS](block, rows, labels, members, seg_start, out)
-    return _host(out)
+    return to_host(out)
 
 
 def swap_gains(block, rows, state) -> tuple[np.ndarray, np.ndarray]:
@@ -115,4 +112,4 @@ def swap_gains(block, rows, state) -> tuple[np.ndarray, np.ndarray]:
     best = xp.empty(m, dtype=xp.int64)
     _swap_gains[max(1, -(-m // _THREADS)), _THREADS](block, rows, is_medoid, nearest, d1, d2, removal, loss,
                                                       delta, best)
-    return _host(delta), _host(best)
+    return to_host(delta), to_host(best)

@@ -50,12 +50,9 @@ _INSTALL_HINT = (
 
 def _namespace(*arrays):
     """CuPy if any of ``arrays`` lives on a CUDA device, else NumPy."""
-    for a in arrays:
-        if hasattr(a, "__cuda_array_interface__"):
-            import cupy
+    from .backend import array_module
 
-            return cupy
-    return np
+    return next((array_module(a) for a in arrays if hasattr(a, "__cuda_array_interface__")), np)
 
 
 def _check_sources(sources, n: int, xp):

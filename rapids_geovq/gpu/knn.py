@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..geodesic.knn import GEMM_REL_ERR, RERANK_EXTRA, finish_knn
+from ..geodesic.knn import GEMM_REL_ERR, RERANK_EXTRA, check_k, finish_knn
 
 #: Query rows per distance block: 4096 x 60,000 float64 is 2 GB of device memory.
 BLOCK_ROWS = 4096
@@ -20,27 +20,16 @@ BLOCK_ROWS = 4096
 FLOAT32_REL_ERR = 1e-5
 
 
-def _as_device(Z, xp):
-    if hasattr(Z, "detach"):  # a torch tensor: share its memory
-        from .backend import from_torch
+def _latents(Z, xp=None):
+    """Checked float64 latents on the device: a torch tensor is shared (DLPack), not copied."""
+    from ..geodesic.knn import check_latents
+    from .backend import from_torch
 
+    if hasattr(Z, "detach"):
         Z = from_torch(Z)
-    return xp.asarray(Z, dtype=xp.float64)
-
-
-def _check(Z, k: int, xp):
-    if Z.ndim != 2 or Z.shape[0] < 2:
-        raise ValueError(f"latents must be a 2-D array with at least 2 rows, got shape {tuple(Z.shape)}")
-    bad = ~xp.isfinite(Z).all(axis=1)
-    if bool(bad.any()):
-        rows = np.flatnonzero(bad.get() if hasattr(bad, "get") else bad)
-        raise ValueError(
-            f"latents contain NaN or inf in {rows.size} row(s) (first: {rows[:5].tolist()}); the "
-            "encoder diverged or the file is corrupt: retrain the VAE (delete its checkpoint) or drop those rows"
-        )
-    limit = Z.shape[0] - 1
-    if not 1 <= k <= limit:
-        raise ValueError(f"k={k} neighbours requested but only {limit} candidate points exist; use k <= {limit}")
+    if xp is not None:
+        Z = xp.asarray(Z)
+    return check_latents(Z)
 
 
 def _smallest(D2, m: int, xp):
@@ -72,14 +61,12 @@ def brute_knn(Z, k: int, *, xp=None, block_rows: int = BLOCK_ROWS):
     distances : float64 ndarray (n, k), indices : int64 ndarray (n, k), on the host
         Equal to :func:`rapids_geovq.geodesic.knn.exact_knn`'s.
     """
-    if xp is None:
-        from .backend import array_module
+    from .backend import array_module
 
-        xp = array_module(Z) if not hasattr(Z, "detach") else (
-            __import__("cupy") if Z.device.type == "cuda" else np)
-    Z = _as_device(Z, xp)
-    _check(Z, k, xp)
+    Z = _latents(Z, xp)
+    xp = array_module(Z)
     n = Z.shape[0]
+    check_k(k, n)
     m = min(k + RERANK_EXTRA, n - 1)
     zz = (Z * Z).sum(axis=1)
     dist = np.empty((n, k))
@@ -107,9 +94,9 @@ def cuml_knn(Z, k: int):
     import cupy as cp
     from cuml.neighbors import NearestNeighbors
 
-    Z = _as_device(Z, cp)
-    _check(Z, k, cp)
+    Z = _latents(Z, cp)
     n = Z.shape[0]
+    check_k(k, n)
     m = min(k + RERANK_EXTRA + 1, n)
     nn = NearestNeighbors(n_neighbors=m, algorithm="brute", metric="euclidean", output_type="cupy")
     nn.fit(Z.astype(cp.float32))
