@@ -411,6 +411,8 @@ def geodesic_row_shards(
     if shard_rows < 1:
         raise ValueError(f"shard_rows must be >= 1, got {shard_rows}")
     own_engine = engine is None or isinstance(engine, str)
+    if method in ("cuda", "cugraph") and engine in (None, "none") and n_workers is None:
+        n_workers = 1  # one GPU in this process: one caller keeps it busy
     plan = make_plan(graph)
     n = plan.n
     out = Path(out_dir)
