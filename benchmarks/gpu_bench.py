@@ -304,7 +304,7 @@ def bench_kmeans(Z, graph, apsp: dict, args) -> dict:
             gk, gpu_s = timed(lambda: KM(K, n_init=args.n_init, random_state=seed, block_rows=1024,
                                          engine=eng).fit(D))
             log(f"k-means GPU fit: {gpu_s:.2f} s, inertia {gk.inertia_:.6g}")
-            del D
+            D = None  # the device copies of the shards go back before the CPU fit
         finally:
             eng.close()
         free_device_memory()
