@@ -114,20 +114,23 @@ def warm_up() -> None:
     """Compile (or load from cache) the kernels before any clock starts."""
     import scipy.sparse as sp
 
+    from rapids_geovq.geodesic.execution import Execution
     from rapids_geovq.geodesic.kmeans import GeodesicKMeans
     from rapids_geovq.geodesic.shortest_paths import geodesic_matrix
 
     path = sp.diags(np.ones(9), 1, shape=(10, 10))
-    D = geodesic_matrix((path + path.T).tocsr(), n_workers=1)
-    GeodesicKMeans(2, n_init=1, n_workers=1).fit(D)
+    D = geodesic_matrix((path + path.T).tocsr(), n_workers=1, backend="numpy")
+    GeodesicKMeans(2, n_init=1, execution=Execution(backend="numpy", n_workers=1)).fit(D)
 
 
 def bench_paths(graph, scratch: Path, n_workers: int, shard_rows: int) -> tuple[dict, object]:
     """SciPy and the engine over the same shards, interleaved: each round computes the next
     ``n_workers`` shards with SciPy (one Dask worker process per shard) and then with the engine
     (one thread per shard), so both see the same machine conditions; per-round times are summed."""
-    from rapids_geovq.geodesic.engine import LocalEngine, connect
-    from rapids_geovq.geodesic.shortest_paths import _compute_shard, geodesic_row_shards, make_plan
+    from rapids_geovq.cpu.paths import NumbaPaths, ScipyPaths
+    from rapids_geovq.geodesic.engine import ThreadEngine, connect
+    from rapids_geovq.geodesic.plan import make_plan
+    from rapids_geovq.geodesic.shortest_paths import compute_shard, geodesic_row_shards
 
     n = graph.shape[0]
     t = time.perf_counter()
@@ -138,7 +141,7 @@ def bench_paths(graph, scratch: Path, n_workers: int, shard_rows: int) -> tuple[
     for d in dirs.values():
         d.mkdir(parents=True, exist_ok=True)
     cluster = connect("local", n_workers)  # started before any clock
-    threads = LocalEngine(n_workers)
+    threads = ThreadEngine(n_workers)
     secs = {"scipy": 0.0, "engine": plan_seconds}
     peak = {"scipy": 0, "engine": 0}
     identical = True
@@ -150,7 +153,8 @@ def bench_paths(graph, scratch: Path, n_workers: int, shard_rows: int) -> tuple[
             for name, eng, ref in (("scipy", cluster, plan_ref), ("engine", threads, plan)):
                 with PeakRSS() as mem:
                     t = time.perf_counter()
-                    futs = [eng.submit(_compute_shard, ref, str(dirs[name]), s, e, "scipy" if name == "scipy" else "numba",
+                    solver = ScipyPaths() if name == "scipy" else NumbaPaths()
+                    futs = [eng.submit(compute_shard, ref, str(dirs[name]), s, e, solver,
                                        worker=workers[i % len(workers)] if name == "scipy" else None)
                             for i, (s, e) in enumerate(group)]
                     [f.result() for f in futs]
@@ -169,7 +173,8 @@ def bench_paths(graph, scratch: Path, n_workers: int, shard_rows: int) -> tuple[
         threads.close()
     shutil.rmtree(dirs["scipy"], ignore_errors=True)
     # the finished directory, as the pipeline sees it (CRC-verified reuse, manifest)
-    ours = geodesic_row_shards(graph, dirs["engine"], shard_rows=shard_rows, n_workers=n_workers, progress=False)
+    ours = geodesic_row_shards(graph, dirs["engine"], shard_rows=shard_rows, n_workers=n_workers, backend="numpy",
+                               progress=False)
     out = {}
     for name, label in (("scipy", f"SciPy dijkstra, Dask LocalCluster, {n_workers} processes"),
                         ("engine", f"compiled multi-source kernel, {n_workers} threads in one process")):
@@ -185,13 +190,15 @@ def bench_paths(graph, scratch: Path, n_workers: int, shard_rows: int) -> tuple[
 def bench_kmeans(D, n_clusters: int, n_init: int, n_workers: int, seed: int) -> dict:
     import kmedoids
 
+    from rapids_geovq.geodesic.execution import Execution
     from rapids_geovq.geodesic.kmeans import GeodesicKMeans, kmeans_objective
 
     n = D.shape[0]
     out = {}
     with PeakRSS() as mem:
         t = time.perf_counter()
-        km = GeodesicKMeans(n_clusters, n_init=n_init, random_state=seed, n_workers=n_workers, progress=True).fit(D)
+        km = GeodesicKMeans(n_clusters, n_init=n_init, random_state=seed,
+                            execution=Execution(backend="numpy", n_workers=n_workers, progress=True)).fit(D)
         secs = time.perf_counter() - t
     out["geodesic_kmeans"] = {"seconds": round(secs, 2), "objective": kmeans_objective(D, km.medoid_indices_),
                               "n_init": n_init, "n_swaps": int(km.n_swaps_), "n_iter": int(km.n_iter_),

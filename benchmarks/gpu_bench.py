@@ -3,7 +3,7 @@ beside its CPU reference, at n = 60,000 latents, in one command of a few minutes
 
 1. kNN (k = 10): ``exact_knn`` (CPU) against ``brute_knn`` (CuPy) and ``cuml_knn`` where cuML imports.
 2. APSP on the kNN graph: all n rows into one (n, n) float32 device buffer (``DeviceGraph.rows``, after
-   a sweep over ``--lanes``); the CPU engine (``_fill_rows`` "numba", all cores) on a sample of rows;
+   a sweep over ``--lanes``); the CPU engine (``NumbaPaths``, all cores) on a sample of rows;
    cuGraph's one-SSSP-per-source loop and its batched mode where pylibcugraph imports. The floor: the
    matrix's bytes at the device's memory bandwidth, and n * nnz edge relaxations of one float64 load
    each (``--relax-bytes``) at that bandwidth.
@@ -60,7 +60,7 @@ def left(args) -> float:
 
 
 def sim() -> bool:
-    from rapids_geovq.gpu.cuda_paths import simulated
+    from rapids_geovq.gpu.device import simulated
 
     return simulated()
 
@@ -217,11 +217,12 @@ def bench_apsp(plan, args, dev: dict) -> tuple[dict, object]:
 
 
 def bench_cpu_rows(plan, buf, m_gpu: int, args) -> dict:
-    from rapids_geovq.geodesic.shortest_paths import _fill_rows
-    from rapids_geovq.gpu.backend import to_host
+    from rapids_geovq.common.arrays import to_host
+    from rapids_geovq.cpu.paths import NumbaPaths
 
+    solver = NumbaPaths()
     n, cores, step = plan.n, os.cpu_count() or 1, 64
-    _fill_rows(plan, 0, min(8, n), np.empty((min(8, n), n), np.float32), "numba")  # compile
+    solver.fill(plan, 0, min(8, n), np.empty((min(8, n), n), np.float32))  # compile
     total = min(args.cpu_rows, n)
     rows = np.empty((total, n), np.float32)
     budget = max(2.0, min(args.cpu_budget, left(args) - 40))
@@ -229,7 +230,7 @@ def bench_cpu_rows(plan, buf, m_gpu: int, args) -> dict:
     with ThreadPoolExecutor(cores) as pool:  # like the engine: one thread per core, 64 sources per task
         while done < total and (done == 0 or time.perf_counter() - t < budget):
             e = min(done + cores * step, total)
-            list(pool.map(lambda s: _fill_rows(plan, s, min(s + step, e), rows[s:min(s + step, e)], "numba"),
+            list(pool.map(lambda s: solver.fill(plan, s, min(s + step, e), rows[s:min(s + step, e)]),
                           range(done, e, step)))
             done = e
     secs = time.perf_counter() - t
@@ -237,7 +238,7 @@ def bench_cpu_rows(plan, buf, m_gpu: int, args) -> dict:
     return {"rows": done, "cores": cores, "seconds": secs, "ms_per_source_per_core": secs * cores / done * 1e3,
             "full_seconds": secs * n / done, "extrapolated": done < n, "compared_rows": cmp,
             "identical": bool(np.array_equal(to_host(buf[:cmp]), rows[:cmp])),
-            "method": f"compiled multi-source kernel (_fill_rows 'numba'), {cores} threads"}
+            "method": f"compiled multi-source kernel (NumbaPaths), {cores} threads"}
 
 
 def bench_cugraph(plan, buf, m_gpu: int, args) -> dict:
@@ -245,7 +246,7 @@ def bench_cugraph(plan, buf, m_gpu: int, args) -> dict:
         return {"skipped": "no GPU (simulator)"}
     if importlib.util.find_spec("pylibcugraph") is None and importlib.util.find_spec("cugraph") is None:
         return {"skipped": "pylibcugraph / cuGraph not installed"}
-    from rapids_geovq.gpu.backend import to_host
+    from rapids_geovq.common.arrays import to_host
     from rapids_geovq.gpu.cugraph_paths import cugraph_rows
 
     n, out = plan.n, {}
@@ -266,7 +267,8 @@ def bench_cugraph(plan, buf, m_gpu: int, args) -> dict:
 
 
 def bench_kmeans(Z, graph, apsp: dict, args) -> dict:
-    from rapids_geovq.geodesic.engine import LocalEngine
+    from rapids_geovq.geodesic.engine import ThreadEngine
+    from rapids_geovq.geodesic.execution import Execution
     from rapids_geovq.geodesic.kmeans import GeodesicKMeans as KM
     from rapids_geovq.geodesic.knn import knn_graph
     from rapids_geovq.geodesic.shortest_paths import geodesic_row_shards, load_row_shards
@@ -290,27 +292,33 @@ def bench_kmeans(Z, graph, apsp: dict, args) -> dict:
         notes.append(f"K={args.clusters} is too many for {n_km} points: K={K}")
     g = graph if n_km == n else knn_graph(Z[:n_km], args.k)
     scratch = Path(tempfile.mkdtemp(prefix="gpu-bench-", dir=base))  # removed at the end
-    d, eng = scratch / "shards", LocalEngine(1)
+    from rapids_geovq.backends.cupy_backend import CupyBackend
+
+    # under the simulator the CuPy backend's objects run without its check for a real GPU
+    gpu_backend = CupyBackend() if sim() else "cupy"
+    d, eng = scratch / "shards", ThreadEngine(1)
+    gpu_ex = Execution(backend=gpu_backend, engine=eng)
+    cpu_ex = Execution(backend="numpy", n_workers=cores, block_rows=args.cpu_block_rows)
     try:
         try:  # warm-up: compile the path and k-means kernels (GPU and CPU), untimed
             wd = geodesic_row_shards(knn_graph(Z[:min(n_km, 200)], args.k), scratch / "warm", shard_rows=64,
-                                     engine=eng, method="cuda", progress=False)
-            KM(2, n_init=1, random_state=0, block_rows=64, engine=eng).fit(wd)
-            KM(2, n_init=1, random_state=0, n_workers=1).fit(load_row_shards(scratch / "warm"))
+                                     engine=eng, method="cuda", backend=gpu_backend, progress=False)
+            KM(2, n_init=1, random_state=0, execution=Execution(backend=gpu_backend, engine=eng, block_rows=64)).fit(wd)
+            KM(2, n_init=1, random_state=0, execution=Execution(backend="numpy", n_workers=1)).fit(
+                load_row_shards(scratch / "warm"))
             del wd
-            D, shards_s = timed(lambda: geodesic_row_shards(g, d, engine=eng, method="cuda", progress=False))
-            on_gpu = sum(getattr(h, "device", None) is not None for h in D.held.handles)
-            log(f"k-means: shards for n={n_km} written in {shards_s:.1f} s ({on_gpu}/{len(D.held.handles)} on the GPU)")
-            gk, gpu_s = timed(lambda: KM(K, n_init=args.n_init, random_state=seed, block_rows=1024,
-                                         engine=eng).fit(D))
+            D, shards_s = timed(lambda: geodesic_row_shards(g, d, engine=eng, method="cuda", backend=gpu_backend,
+                                                            progress=False))
+            on_gpu = D.held.count_on_device()
+            log(f"k-means: shards for n={n_km} written in {shards_s:.1f} s ({on_gpu}/{len(D.shards)} on the GPU)")
+            gk, gpu_s = timed(lambda: KM(K, n_init=args.n_init, random_state=seed, execution=gpu_ex).fit(D))
             log(f"k-means GPU fit: {gpu_s:.2f} s, inertia {gk.inertia_:.6g}")
             D = None  # the device copies of the shards go back before the CPU fit
         finally:
             eng.close()
         free_device_memory()
         t = time.perf_counter()
-        ck = KM(K, n_init=args.n_init, random_state=seed, block_rows=args.cpu_block_rows, n_workers=cores).fit(
-            load_row_shards(d))
+        ck = KM(K, n_init=args.n_init, random_state=seed, execution=cpu_ex).fit(load_row_shards(d))
         cpu_s = time.perf_counter() - t
         log(f"k-means CPU fit: {cpu_s:.2f} s, inertia {ck.inertia_:.6g}")
     finally:
@@ -320,7 +328,8 @@ def bench_kmeans(Z, graph, apsp: dict, args) -> dict:
                 and gk.inertia_ == ck.inertia_)
     return {"n": n_km, "clusters": K, "n_init": args.n_init, "extrapolated": n_km < n, "scale": scale,
             "notes": notes, "shards_seconds": shards_s, "shards_on_gpu": on_gpu, "shards_full_seconds": shards_s * scale,
-            "gpu": {"seconds": gpu_s, "full_seconds": gpu_s * scale, "inertia": gk.inertia_, "block_rows": 1024,
+            "gpu": {"seconds": gpu_s, "full_seconds": gpu_s * scale, "inertia": gk.inertia_,
+                    "block_rows": gpu_ex.swap_block_rows(),
                     "n_swaps": int(gk.n_swaps_), "n_iter": int(gk.n_iter_)},
             "cpu": {"seconds": cpu_s, "full_seconds": cpu_s * scale, "inertia": ck.inertia_,
                     "block_rows": args.cpu_block_rows, "n_workers": cores},
@@ -428,7 +437,7 @@ def main(argv=None) -> int:
                     help="without a GPU, run on Numba's CUDA simulator at tiny n (plumbing checks only)")
     args = ap.parse_args(argv)
 
-    from rapids_geovq.gpu.backend import gpu_count  # imports neither CuPy nor Numba
+    from rapids_geovq.gpu.device import gpu_count  # imports neither CuPy nor Numba
 
     if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1" and gpu_count() == 0:
         if not args.allow_simulator:
@@ -437,7 +446,7 @@ def main(argv=None) -> int:
             return 2
         os.environ["NUMBA_ENABLE_CUDASIM"] = "1"  # before Numba is imported
     from rapids_geovq.geodesic.knn import knn_graph
-    from rapids_geovq.geodesic.shortest_paths import make_plan
+    from rapids_geovq.geodesic.plan import make_plan
 
     dev = device_info()
     Z = synthetic(args.synthetic) if args.synthetic else load_latents(args.latents).astype(np.float32)

@@ -83,7 +83,7 @@ def run(plan, start: int, lanes: int, delta: float) -> tuple[dict, np.ndarray]:
 def main() -> None:
     from scipy.sparse.csgraph import dijkstra
 
-    from rapids_geovq.geodesic.shortest_paths import make_plan
+    from rapids_geovq.geodesic.plan import make_plan
     from rapids_geovq.gpu.cuda_paths import default_delta
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])

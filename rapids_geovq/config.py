@@ -48,11 +48,11 @@ class GeodesicConfig:
     """All-pairs shortest paths, written as float32 row shards held by the workers of an engine."""
 
     shard_rows: int = 2048
-    # "none": threads in this process (one GPU on a GPU backend); "local": a Dask LocalCluster
-    # (a dask-cuda LocalCUDACluster, one worker per GPU, on backend rapids); "local-cuda": that
-    # explicitly; "tcp://host:port" or a scheduler file (*.json): an existing Dask cluster
-    # (see jobs/slurm_dask.sh)
-    cluster: str = "none"
+    # "threads" (alias "none"): threads in this process (one GPU on a GPU backend); "local": a Dask
+    # LocalCluster (a dask-cuda LocalCUDACluster, one worker per GPU, on a GPU backend);
+    # "local-cuda": that explicitly; "tcp://host:port" or a scheduler file (*.json): an existing
+    # Dask cluster (see jobs/slurm_dask.sh)
+    cluster: str = "threads"
     n_workers: Optional[int] = None  # threads ("none"), worker processes ("local") or GPUs; None: all
     # "auto" (cuda on a GPU backend, else numba), "numba" (compiled CPU kernel), "scipy" (reference),
     # "cuda" (batched GPU search), "cugraph" (cuGraph SSSP); all give the same rows
@@ -67,7 +67,7 @@ class KMeansConfig:
     n_init: int = 3
     max_iter: int = 100
     swap: bool = True
-    block_rows: int = 64
+    block_rows: Optional[int] = None  # swap candidates per task; None: the backend's (64 CPU, a shard on a GPU)
     seed: int = 0
     euclidean_n_init: int = 3
 
@@ -97,8 +97,8 @@ class JobConfig:
 
     name: str = "geovq"
     run_dir: str = "runs/geovq"
-    device: str = "auto"  # torch device: auto | cpu | cuda
-    backend: str = "auto"  # auto | numpy | cupy | rapids (see rapids_geovq.gpu.backend)
+    device: str = "auto"  # torch device: auto | cpu | cuda | cuda:N
+    backend: str = "auto"  # auto | numpy | cupy | rapids (see rapids_geovq.backends)
     progress: bool = True
     data: DataConfig = field(default_factory=DataConfig)
     vae: VAEConfig = field(default_factory=VAEConfig)
@@ -118,8 +118,6 @@ class JobConfig:
         return dataclasses.asdict(getattr(self, name))
 
 
-BACKENDS = ("auto", "numpy", "cupy", "rapids")
-METHODS = ("auto", "numba", "scipy", "cuda", "cugraph")
 
 
 def _unknown(key: str, valid: list[str], where: str) -> ConfigError:
@@ -199,16 +197,28 @@ def _check_ranges(obj, where: str = "") -> None:
 
 def validate(cfg: JobConfig) -> JobConfig:
     """Range and cross-field checks that give a fix, not a traceback, for impossible settings."""
+    from .backends import BACKEND_NAMES, PATH_METHODS, backend_class
+    from .geodesic.engine import CLUSTER_ALIASES, CLUSTERS
+
     _check_ranges(cfg)
-    if cfg.backend not in BACKENDS:
-        raise ConfigError(f"backend must be one of {BACKENDS}, got {cfg.backend!r}")
-    if cfg.geodesic.method not in METHODS:
-        raise ConfigError(f"geodesic.method must be one of {', '.join(METHODS)}, got {cfg.geodesic.method!r}")
-    if cfg.backend == "numpy" and cfg.geodesic.method in ("cuda", "cugraph"):
-        raise ConfigError(f"geodesic.method={cfg.geodesic.method} runs on a GPU but backend=numpy; "
-                          "set backend=cupy or rapids, or geodesic.method=auto")
-    if not cfg.geodesic.cluster:
-        raise ConfigError("geodesic.cluster must be 'none', 'local', a scheduler address or a scheduler file")
+    if not isinstance(cfg.run_dir, str) or not cfg.run_dir.strip():
+        raise ConfigError("run_dir must name a directory for the run's files, e.g. run_dir=runs/mine")
+    if cfg.backend not in BACKEND_NAMES:
+        raise ConfigError(f"backend must be one of {', '.join(BACKEND_NAMES)}, got {cfg.backend!r}")
+    if cfg.geodesic.method not in PATH_METHODS:
+        raise ConfigError(f"geodesic.method must be one of {', '.join(PATH_METHODS)}, got {cfg.geodesic.method!r}")
+    if cfg.backend != "auto" and cfg.geodesic.method != "auto":
+        chosen = backend_class(cfg.backend)
+        if cfg.geodesic.method not in chosen.path_methods:
+            owners = [backend_class(b) for b in BACKEND_NAMES[1:] if cfg.geodesic.method in backend_class(b).path_methods]
+            gpu_only = all(o.gpu for o in owners) and not chosen.gpu
+            raise ConfigError(
+                f"geodesic.method={cfg.geodesic.method} "
+                + (f"runs on a GPU but backend={cfg.backend}" if gpu_only else f"is not offered by backend={cfg.backend}")
+                + f" (it offers {', '.join(chosen.path_methods)}); set geodesic.method=auto, or backend="
+                + " or ".join(o.name for o in owners))
+    _check_device(cfg.device)
+    _check_cluster(cfg.geodesic.cluster, CLUSTERS, CLUSTER_ALIASES)
     if cfg.graph.disconnected not in ("repair", "error"):
         raise ConfigError(f"graph.disconnected must be 'repair' or 'error', got {cfg.graph.disconnected!r}")
     n = cfg.data.n_train
@@ -229,6 +239,39 @@ def validate(cfg: JobConfig) -> JobConfig:
         if kind not in ("dataset", "random_walk"):
             raise ConfigError(f"sequences.kinds entries must be 'dataset' or 'random_walk', got {kind!r}")
     return cfg
+
+
+def _check_device(device: str) -> None:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N``: refused here, before any work, rather than by torch
+    in the middle of a run."""
+    import re
+
+    if not isinstance(device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
+
+
+def _check_cluster(cluster, names, aliases) -> None:
+    """A cluster name, an address (``tcp://host:port``) or a scheduler file (``*.json``)."""
+    if cluster in names or cluster in aliases:
+        return
+    if isinstance(cluster, str) and ("://" in cluster or cluster.endswith(".json")):
+        return
+    raise ConfigError(f"geodesic.cluster must be one of {', '.join(names)} (none is threads), a scheduler "
+                      f"address (tcp://host:8786) or a scheduler file (*.json), got {cluster!r}")
+
+
+def check_against_data(cfg: JobConfig, n_train: int, n_test: int) -> None:
+    """Settings that depend on the dataset's size, checked once it is known and before the first
+    stage (``data.n_train`` may be unset, meaning all images)."""
+    if cfg.kmeans.n_clusters > n_train:
+        raise ConfigError(f"kmeans.n_clusters={cfg.kmeans.n_clusters} is more than the {n_train} training "
+                          "images to cluster; lower kmeans.n_clusters")
+    if cfg.graph.k >= n_train:
+        raise ConfigError(f"graph.k={cfg.graph.k} needs more than the {n_train} training images; lower graph.k")
+    for split, count in (("n_train", n_train), ("n_test", n_test)):
+        if count < cfg.prior.seq_len:
+            raise ConfigError(f"prior.seq_len={cfg.prior.seq_len} is longer than the {count} codes of the "
+                              f"{split.split('_')[1]} set: no sequence fits; lower prior.seq_len")
 
 
 def from_dict(values: dict) -> JobConfig:

@@ -412,6 +412,52 @@ def load_mnist(*, idx_dir: Optional[PathLike] = None, data_dir: Optional[PathLik
     return mnist
 
 
+def read_images(path: PathLike, *, image_shape: tuple = (28, 28)) -> np.ndarray:
+    """Images to code, from an IDX image file (plain or ``.gz``), a directory holding one, or a
+    ``.npy`` array, as uint8 ``(N, H, W)``.
+
+    A directory must hold exactly one IDX image file (``*idx3-ubyte`` or ``*idx3-ubyte.gz``), or be
+    an MNIST-style directory, whose test images (``t10k-images-idx3-ubyte``) are taken. A ``.npy``
+    must hold uint8 ``(N, H, W)`` or ``(N, H*W)`` pixels (0-255).
+
+    Raises
+    ------
+    DataError
+        A missing or unreadable file, or images of another shape or type; the message says what
+        was found and what is expected.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path} not found: give an IDX image file, a directory holding one, or a .npy of "
+                        f"uint8 images of shape (N, {image_shape[0]}, {image_shape[1]})")
+    if path.is_dir():
+        found = sorted(p for p in path.iterdir() if p.name.endswith(("idx3-ubyte", "idx3-ubyte.gz")))
+        test = _find_idx(path, IDX_NAMES[2])
+        if test is not None and len(found) != 1:
+            found = [test]
+        if len(found) != 1:
+            names = ", ".join(p.name for p in found) or "none"
+            raise DataError(f"{path}: expected one IDX image file (*idx3-ubyte[.gz]), found {names}; "
+                            "give the file itself")
+        path = found[0]
+    if path.suffix == ".npy":
+        try:
+            images = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{path} is not a readable .npy array ({exc})") from exc
+        if images.ndim == 2 and images.shape[1] == math.prod(image_shape):
+            images = images.reshape(-1, *image_shape)
+    else:
+        images = read_idx(path)
+    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != tuple(image_shape):
+        raise DataError(f"{path}: got {images.dtype} of shape {images.shape}, expected uint8 images of shape "
+                        f"(N, {image_shape[0]}, {image_shape[1]}) with pixels 0-255 (multiply [0, 1] floats "
+                        "by 255 and cast to uint8)")
+    if images.shape[0] == 0:
+        raise DataError(f"{path} holds no images")
+    return images
+
+
 def images_to_float(images: np.ndarray) -> np.ndarray:
     """Flatten uint8 images ``(N, H, W)`` to float32 ``(N, H*W)`` in [0, 1] (divide by 255)."""
     if images.dtype != np.uint8 or images.ndim != 3:

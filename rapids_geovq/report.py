@@ -1,57 +1,9 @@
-"""metrics.json, report.md and the figures of a run."""
+"""report.md and the figures of a run, from its metrics and artifacts (paths from its layout)."""
 from __future__ import annotations
 
-import json
-import os
-import platform
 from pathlib import Path
 
 import numpy as np
-
-from . import __version__
-
-
-def _machine() -> dict:
-    import torch
-
-    return {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
-            "torch": torch.__version__, "cuda": torch.cuda.is_available(),
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
-
-
-def collect_metrics(run, vae_m, vq_m, q_m, prior_m, km_m, n_train: int) -> dict:
-    """Gather every stage's results into one dict (the paper's Table 1 plus codebook statistics)."""
-    n = int(vae_m["sums"]["n"])
-    v, q = vae_m["sums"], vq_m["sums"]
-    sums = {
-        "vae": {"total": v["total"], "bce": v["bce"], "kl": v["kl"]},
-        "vqvae": {"total": q["total"], "bce": q["bce"], "commitment": q["commitment"]},
-        "geovq": {"bce": q_m["geo"]["bce_sum"]},
-        "geovq_cluster_mean": {"bce": q_m["geo_mean"]["bce_sum"]},
-        "euclidean_vq": {"bce": q_m["euclidean"]["bce_sum"]},
-    }
-    per_image = {m: {k: val / n for k, val in d.items()} for m, d in sums.items()}
-    codebooks = {
-        "geodesic": {k: q_m["geo"][k] for k in ("perplexity", "dead_codes", "label_purity", "train_label_purity")},
-        "euclidean": {k: q_m["euclidean"][k] for k in ("perplexity", "dead_codes", "label_purity",
-                                                        "train_label_purity")},
-        "vqvae": {k: vq_m[k] for k in ("perplexity", "dead_codes", "label_purity")},
-    }
-    stages = {name: {"seconds": r["seconds"], "peak_rss_gib": r["peak_rss_gib"],
-                     "peak_anon_gib": r.get("peak_anon_gib"),
-                     "children_peak_rss_gib": r.get("children_peak_rss_gib"), "skipped": bool(r.get("skipped"))}
-              for name, r in run.records.items()}
-    metrics = {
-        "version": __version__, "run_dir": str(run.dir), "n_test": n, "n_train": int(n_train),
-        "table1_sums": sums, "table1_per_image": per_image,
-        "ar_nll_per_token": prior_m, "codebooks": codebooks,
-        "geodesic_kmeans": km_m, "graph": run.records.get("graph", {}).get("result"),
-        "stages": stages, "machine": _machine(),
-    }
-    tmp = run.path("metrics.json.tmp")
-    tmp.write_text(json.dumps(metrics, indent=1))
-    os.replace(tmp, run.path("metrics.json"))
-    return metrics
 
 
 def _tile(images: np.ndarray, rows: int, cols: int) -> np.ndarray:
@@ -59,8 +11,9 @@ def _tile(images: np.ndarray, rows: int, cols: int) -> np.ndarray:
     return images.reshape(rows, cols, 28, 28).transpose(0, 2, 1, 3).reshape(rows * 28, cols * 28)
 
 
-def write_figures(run, *, vae, vqvae, x_test: np.ndarray, device: str) -> list[Path]:
-    """reconstructions.png, codebook.png and one AR-samples figure per prior kind."""
+def write_figures(ctx) -> list[Path]:
+    """reconstructions.png, codebook.png and one AR-samples figure per prior kind, for a run whose
+    stages are done (``ctx`` holds its VAE, data and codebook)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -68,15 +21,17 @@ def write_figures(run, *, vae, vqvae, x_test: np.ndarray, device: str) -> list[P
 
     from .models import training as T
 
+    lay, cfg, device, vae = ctx.layout, ctx.cfg, ctx.device, ctx.vae
+    vqvae, _, _ = T.load_checkpoint(lay.vqvae)
+    x_test = ctx.data.x_test
+    codebook = ctx.codebook.codebook_
     figs = []
-    m = min(run.cfg.eval.n_reconstructions, x_test.shape[0])
+    m = min(cfg.eval.n_reconstructions, x_test.shape[0])
     x = x_test[:m]
-    with np.load(run.path("artifacts", "codebook.npz")) as f:
-        codebook = f["codebook"]
-    with np.load(run.path("artifacts", "test_codes.npz")) as f:
+    with np.load(lay.test_codes) as f:
         geo_codes = f["geo"][:m]
     z = T.encode_means(vae, x, device=device)
-    with np.load(run.path("artifacts", "vqvae_test_codes.npz")) as f:
+    with np.load(lay.vqvae_test_codes) as f:
         vq_codes = f["codes"][:m]
     vq_codebook = vqvae.codebook.detach().cpu().numpy()
     rows = [("input", x), ("VAE", T.decode_latents(vae, z, device=device)),
@@ -89,10 +44,9 @@ def write_figures(run, *, vae, vqvae, x_test: np.ndarray, device: str) -> list[P
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle("Test-set reconstructions")
-    path = run.path("figures", "reconstructions.png")
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+    fig.savefig(lay.reconstructions_figure, dpi=100, bbox_inches="tight")
     plt.close(fig)
-    figs.append(path)
+    figs.append(lay.reconstructions_figure)
 
     K = codebook.shape[0]
     cols = 16 if K >= 16 else K
@@ -103,13 +57,12 @@ def write_figures(run, *, vae, vqvae, x_test: np.ndarray, device: str) -> list[P
     ax.imshow(_tile(imgs, rows_n, cols), cmap="gray", vmin=0, vmax=1)
     ax.set_axis_off()
     ax.set_title(f"Geodesic codebook: the {K} medoid latents decoded")
-    path = run.path("figures", "codebook.png")
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+    fig.savefig(lay.codebook_figure, dpi=100, bbox_inches="tight")
     plt.close(fig)
-    figs.append(path)
+    figs.append(lay.codebook_figure)
 
-    for kind in run.cfg.sequences.kinds:
-        with np.load(run.path("artifacts", f"prior_{kind}.npz")) as f:
+    for kind in cfg.sequences.kinds:
+        with np.load(lay.prior_samples(kind)) as f:
             samples = f["samples"]
         n_s, L = samples.shape
         imgs = T.decode_latents(vae, codebook[samples.ravel()], device=device)
@@ -117,10 +70,9 @@ def write_figures(run, *, vae, vqvae, x_test: np.ndarray, device: str) -> list[P
         ax.imshow(_tile(imgs, n_s, L), cmap="gray", vmin=0, vmax=1)
         ax.set_axis_off()
         ax.set_title(f"{n_s} sequences sampled from the GRU prior ({kind.replace('_', ' ')} codes), decoded")
-        path = run.path("figures", f"ar_samples_{kind}.png")
-        fig.savefig(path, dpi=100, bbox_inches="tight")
+        fig.savefig(lay.samples_figure(kind), dpi=100, bbox_inches="tight")
         plt.close(fig)
-        figs.append(path)
+        figs.append(lay.samples_figure(kind))
     return figs
 
 
@@ -187,11 +139,13 @@ def _graph_line(metrics: dict) -> str:
     return f"kNN graph: {g['nnz'] // 2:,} undirected edges, {repaired}."
 
 
-def write_report(run, metrics: dict) -> Path:
+def write_report(layout, cfg, metrics: dict) -> Path:
+    """``report.md`` of a run: Table 1, priors, codebooks, figures, stages."""
     mach = metrics["machine"]
-    kinds = run.cfg.sequences.kinds
-    samples = "\n".join(f"![AR samples, {k}](figures/ar_samples_{k}.png)\n" for k in kinds)
-    text = f"""# rapids_geovq run: {run.cfg.name}
+    kinds = cfg.sequences.kinds
+    fig = lambda p: layout.relative(p)  # noqa: E731 - links relative to the report
+    samples = "\n".join(f"![AR samples, {k}]({fig(layout.samples_figure(k))})\n" for k in kinds)
+    text = f"""# rapids_geovq run: {cfg.name}
 
 {metrics['n_train']} training latents, {metrics['n_test']} test images. Machine: {mach['platform']},
 {mach['cpus']} CPUs, torch {mach['torch']}{', GPU ' + mach['gpu'] if mach['gpu'] else ', no GPU'}.
@@ -205,7 +159,7 @@ reconstruction; Geo-VQ decodes the code's medoid latent and Euclidean-VQ its cen
 VAE decoder; the cluster-mean row keeps the geodesic codes but decodes the mean latent of each
 geodesic cluster.
 
-## Autoregressive prior (GRU over {run.cfg.prior.seq_len}-code sequences), held-out NLL
+## Autoregressive prior (GRU over {cfg.prior.seq_len}-code sequences), held-out NLL
 
 {prior_markdown(metrics)}
 
@@ -220,15 +174,14 @@ Geodesic k-means: inertia (sum of squared geodesic distances) {metrics['geodesic
 
 ## Figures
 
-![reconstructions](figures/reconstructions.png)
+![reconstructions]({fig(layout.reconstructions_figure)})
 
-![codebook](figures/codebook.png)
+![codebook]({fig(layout.codebook_figure)})
 
 {samples}
 ## Stages
 
 {stages_markdown(metrics)}
 """
-    path = run.path("report.md")
-    path.write_text(text)
-    return path
+    layout.report.write_text(text)
+    return layout.report

@@ -149,7 +149,7 @@ def test_cli_errors_are_one_clear_line(tmp_path, capsys):
     assert "not found" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(__import__("rapids_geovq.gpu.backend", fromlist=["gpu_count"]).gpu_count() > 0,
+@pytest.mark.skipif(__import__("rapids_geovq.gpu.device", fromlist=["gpu_count"]).gpu_count() > 0,
                     reason="a GPU is present")
 def test_gpu_backend_without_gpu_is_one_clear_line(tmp_path, capsys):
     assert main(["run", str(ROOT / "jobs/quick.yaml"), "backend=cupy", f"run_dir={tmp_path / 'run'}"]) == 2

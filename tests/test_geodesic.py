@@ -20,7 +20,13 @@ from rapids_geovq import (
     knn_graph,
     load_row_shards,
 )
+from rapids_geovq.geodesic.execution import Execution
 from rapids_geovq.geodesic.shards import ShardError
+
+
+def ex(**kw):
+    """Execution settings on the NumPy backend (results never depend on them)."""
+    return Execution(backend="numpy", **kw)
 
 
 @pytest.fixture(scope="module")
@@ -184,21 +190,22 @@ def test_kernel_equals_scipy_dijkstra_exactly(seed):
 
 
 def test_resource_estimates_refuse_with_settings_that_fit(tmp_path, monkeypatch):
-    from rapids_geovq.geodesic import shortest_paths as spm
+    from rapids_geovq.common import resources as res
+    from rapids_geovq.cpu.paths import NumbaPaths
 
     G = knn_graph(points_with_duplicates(n=120), 5)
-    monkeypatch.setattr(spm, "available_memory_bytes", lambda: 120 * 120 * 4 // 2)
-    with pytest.raises(spm.ResourceError, match="row shards on disk"):
+    monkeypatch.setattr(res, "available_memory_bytes", lambda: 120 * 120 * 4 // 2)
+    with pytest.raises(res.ResourceError, match="row shards on disk"):
         geodesic_matrix(G)
     monkeypatch.undo()
     Usage = type("Usage", (), {})
     usage = Usage()
     usage.free = 100 * 120 * 4  # room for 100 of 120 rows
-    monkeypatch.setattr(spm.shutil, "disk_usage", lambda path: usage)
-    with pytest.raises(spm.ResourceError, match=r"at most 109 points \(data.n_train"):
+    monkeypatch.setattr(res.shutil, "disk_usage", lambda path: usage)
+    with pytest.raises(res.ResourceError, match=r"at most 109 points \(data.n_train"):
         geodesic_row_shards(G, tmp_path / "geo", shard_rows=40, n_workers=1, progress=False)
     assert not list((tmp_path / "geo").glob("rows_*.npy"))  # refused before writing any shard
-    est = spm.estimate_resources(60000, 845114, n_workers=2)
+    est = res.estimate_resources(60000, 845114, n_workers=2, work_bytes=NumbaPaths.work_bytes(60000))
     assert est["disk"] == 60000**2 * 4 and est["per_worker"] < 2**30
 
 
@@ -232,7 +239,7 @@ def test_corrupt_shard_or_manifest_gives_clear_error(tmp_path):
 # -- geodesic k-means -----------------------------------------------------------------------------
 
 def test_swap_gains_equal_brute_force_swap_deltas():
-    from rapids_geovq.geodesic.kernels import swap_gains
+    from rapids_geovq.cpu.kernels import swap_gains
 
     rng = np.random.default_rng(0)
     for _ in range(8):
@@ -240,7 +247,7 @@ def test_swap_gains_equal_brute_force_swap_deltas():
         X[5] = X[4]
         D = geodesic_matrix(knn_graph(X, 4))
         K = 5
-        km = GeodesicKMeans(K, block_rows=16)
+        km = GeodesicKMeans(K, execution=ex(block_rows=16))
         med = rng.choice(60, K, replace=False)
         rows = D[med].astype(np.float64) ** 2
         (is_medoid, n1, d1, d2, removal), _ = km._swap_state(rows, med)
@@ -293,8 +300,8 @@ def test_kmeans_same_result_in_memory_and_sharded(tmp_path):
     D = geodesic_matrix(G)
     S = geodesic_row_shards(G, tmp_path / "geo", shard_rows=70, n_workers=1, progress=False)
     # the swap scan follows the matrix's row order; the same order gives the same result
-    a = GeodesicKMeans(8, random_state=3, block_rows=32, n_workers=1).fit(DenseRows(D, order=S.order))
-    b = GeodesicKMeans(8, random_state=3, block_rows=64, n_workers=2).fit(S)
+    a = GeodesicKMeans(8, random_state=3, execution=ex(block_rows=32, n_workers=1)).fit(DenseRows(D, order=S.order))
+    b = GeodesicKMeans(8, random_state=3, execution=ex(block_rows=64, n_workers=2)).fit(S)
     np.testing.assert_array_equal(a.medoid_indices_, b.medoid_indices_)
     np.testing.assert_array_equal(a.labels_, b.labels_)
     assert a.inertia_ == b.inertia_
@@ -306,11 +313,12 @@ def test_kmeans_identical_with_dask_workers_and_without_cluster(tmp_path, dask_e
     Z, _ = make_blobs(n_samples=900, centers=8, n_features=4, cluster_std=1.5, random_state=1)
     G = knn_graph(Z, 8)
     S = geodesic_row_shards(G, tmp_path / "geo", shard_rows=100, engine=dask_engine, progress=False)
-    kw = dict(random_state=5, block_rows=32, n_init=2)
-    on_dask = GeodesicKMeans(12, engine=dask_engine, **kw).fit(S)  # shards where they were computed
-    reopened = GeodesicKMeans(12, engine=dask_engine, **kw).fit(load_row_shards(tmp_path / "geo"))
-    no_cluster = GeodesicKMeans(12, n_workers=1, **kw).fit(load_row_shards(tmp_path / "geo"))
-    threads = GeodesicKMeans(12, n_workers=3, **kw).fit(load_row_shards(tmp_path / "geo"))
+    kw = dict(random_state=5, n_init=2)
+    on_dask = GeodesicKMeans(12, execution=ex(engine=dask_engine, block_rows=32), **kw).fit(S)  # shards where computed
+    reopened = GeodesicKMeans(12, execution=ex(engine=dask_engine, block_rows=32), **kw).fit(
+        load_row_shards(tmp_path / "geo"))
+    no_cluster = GeodesicKMeans(12, execution=ex(n_workers=1, block_rows=32), **kw).fit(load_row_shards(tmp_path / "geo"))
+    threads = GeodesicKMeans(12, execution=ex(n_workers=3, block_rows=32), **kw).fit(load_row_shards(tmp_path / "geo"))
     assert on_dask.n_swaps_ > 0
     for other in (reopened, no_cluster, threads):
         np.testing.assert_array_equal(other.medoid_indices_, on_dask.medoid_indices_)

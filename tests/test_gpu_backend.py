@@ -4,8 +4,11 @@ import importlib.util
 import numpy as np
 import pytest
 
-from rapids_geovq.geodesic.knn import exact_knn, finish_knn, knn_graph
-from rapids_geovq.gpu.backend import BackendError, data_pointer, from_torch, gpu_count, resolve_backend
+from rapids_geovq.backends import BackendError, resolve_backend
+from rapids_geovq.common.arrays import data_pointer, from_torch
+from rapids_geovq.common.exact_knn import finish_knn
+from rapids_geovq.geodesic.knn import exact_knn, knn_graph
+from rapids_geovq.gpu.device import gpu_count
 from rapids_geovq.gpu.knn import brute_knn
 
 gpu = pytest.mark.gpu
@@ -15,9 +18,9 @@ has_gpu = gpu_count() > 0
 def test_auto_resolves_to_what_runs_here():
     b = resolve_backend("auto")
     if not has_gpu:
-        assert b.name == "numpy" and not b.gpu and b.knn == "sklearn" and b.paths == "numba"
+        assert b.name == "numpy" and not b.gpu and b.path_solver().name == "numba"
     else:
-        assert b.gpu and b.paths == "cuda"
+        assert b.gpu and b.path_solver().name == "cuda"
     assert resolve_backend("numpy").name == "numpy"
 
 
@@ -93,9 +96,9 @@ def test_brute_knn_rejects_bad_latents():
         brute_knn(_points(0, n=300), 300, xp=np)
 
 
-def test_knn_graph_rejects_unknown_search():
-    with pytest.raises(ValueError, match="knn must be one of"):
-        knn_graph(_points(0, n=300), 3, knn="faiss")
+def test_knn_graph_rejects_unknown_backend():
+    with pytest.raises(ValueError, match="backend must be one of"):
+        knn_graph(_points(0, n=300), 3, backend="faiss")
 
 
 # --- on a GPU ------------------------------------------------------------------------------
@@ -112,7 +115,7 @@ def test_cuda_tensor_reaches_knn_without_a_copy():
     d, i = brute_knn(t, 6)
     d_ref, i_ref = exact_knn(t.cpu().numpy(), 6)
     assert np.array_equal(i, i_ref)
-    g_gpu = knn_graph(t, 6, knn="cupy")
+    g_gpu = knn_graph(t, 6, backend="cupy")
     g_cpu = knn_graph(t.cpu().numpy(), 6)
     assert (g_gpu != g_cpu).nnz == 0 and np.array_equal(g_gpu.indptr, g_cpu.indptr)
 
@@ -127,7 +130,7 @@ def test_cuml_knn_equals_cpu_reference():
 
 
 def test_squared_norms_add_coordinates_in_order():
-    from rapids_geovq.geodesic.knn import squared_norms
+    from rapids_geovq.common.arrays import squared_norms
 
     rng = np.random.default_rng(5)
     diff = rng.normal(size=(200, 20)) * 10.0 ** rng.integers(-8, 8, size=(200, 20))

@@ -9,7 +9,7 @@ import pytest
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components, dijkstra
 
-from rapids_geovq.geodesic.knn import symmetric_graph
+from rapids_geovq.common.graphs import symmetric_graph
 from rapids_geovq.gpu.cugraph_paths import cugraph_rows, super_source_graph
 
 gpu = pytest.mark.gpu
@@ -197,9 +197,9 @@ def test_cugraph_rows_rejects_bad_sources_and_graph():
 
 @pytest.mark.skipif(_installed("pylibcugraph") or _installed("cugraph"), reason="RAPIDS cuGraph is installed")
 def test_cugraph_rows_without_rapids_says_how_to_fix():
-    with pytest.raises(ImportError, match="pip install cugraph-cu12") as info:
+    with pytest.raises(ImportError, match="pip install pylibcugraph-cu12") as info:
         cugraph_rows(connected_graph(), [0])
-    assert "geodesic.method=cuda" in str(info.value)
+    assert "geodesic.method=cuda" in str(info.value) and "pylibcugraph-cu13" in str(info.value)
 
 
 def test_cugraph_rows_import_error_when_modules_are_blocked(monkeypatch):

@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 from scipy.sparse.csgraph import dijkstra
 
-from rapids_geovq.geodesic.knn import knn_graph, symmetric_graph
-from rapids_geovq.gpu.backend import to_host
+from rapids_geovq.common.arrays import to_host
+from rapids_geovq.common.graphs import symmetric_graph
+from rapids_geovq.geodesic.execution import Execution
+from rapids_geovq.geodesic.knn import knn_graph
 from rapids_geovq.gpu.cuda_paths import DeviceGraph, batched_rows, device_module, geodesic_rows, simulated
 
 pytestmark = pytest.mark.filterwarnings("ignore::numba.core.errors.NumbaPerformanceWarning")
@@ -71,8 +73,8 @@ def test_device_graph_checks_inputs():
 
 
 def test_kmeans_kernels_bit_equal_to_cpu():
-    from rapids_geovq.geodesic import kernels as cpu
-    from rapids_geovq.gpu import cuda_kmeans as gpu
+    from rapids_geovq.cpu import kernels as cpu
+    from rapids_geovq.gpu.cuda_kmeans import CUDA_KERNELS as gpu
 
     rng = np.random.default_rng(4)
     n, k = 40, 5
@@ -83,8 +85,9 @@ def test_kmeans_kernels_bit_equal_to_cpu():
     seg = np.concatenate([[0], np.cumsum(np.bincount(labels, minlength=k))]).astype(np.int64)
     want = np.empty(12)
     cpu.medoid_costs(block, rows, labels, members, seg, want)
-    xp = device_module()
-    got = gpu.medoid_costs(xp.asarray(block), rows, labels, members, seg)
+    block_t = gpu.hold(block)  # the device layout: transposed, (n, rows)
+    assert block_t.shape == (n, 12)
+    got = gpu.medoid_costs(block_t, rows, (labels, members, seg))
     assert np.array_equal(got, want)
 
     medoids = rng.choice(n, k, replace=False)
@@ -99,42 +102,46 @@ def test_kmeans_kernels_bit_equal_to_cpu():
     state = (is_medoid, n1, d1, d2, removal)
     dw, bw = np.empty(12), np.empty(12, np.int64)
     cpu.swap_gains(block, rows, *state, dw, bw)
-    dg, bg = gpu.swap_gains(xp.asarray(block), rows, state)
+    dg, bg = gpu.swap_gains(block_t, rows, 0, 12, state)
     assert np.array_equal(dg, dw) and np.array_equal(bg, bw) and np.isinf(dg[0])
+    # a task on part of the shard reads the same rows
+    dp, bp = gpu.swap_gains(block_t, rows, 3, 9, state)
+    assert np.array_equal(dp, dw[3:9]) and np.array_equal(bp, bw[3:9])
 
 
 def test_cuda_shards_and_kmeans_equal_cpu(tmp_path):
     """The geodesic stage's GPU method writes the same shard files, keeps the shards on the device,
     and geodesic k-means over them picks the same medoids as over the CPU shards."""
-    from rapids_geovq.geodesic.engine import LocalEngine
+    from rapids_geovq.backends.cupy_backend import CupyBackend
+    from rapids_geovq.geodesic.engine import ThreadEngine, hold_matrix
     from rapids_geovq.geodesic.kmeans import GeodesicKMeans
     from rapids_geovq.geodesic.shortest_paths import geodesic_row_shards
+    from rapids_geovq.gpu.cuda_kmeans import CUDA_KERNELS
+    from rapids_geovq.gpu.cuda_paths import CudaPaths
 
+    # the CuPy backend's objects, without its check for a real GPU (the simulator stands in)
+    gpu_backend = CupyBackend()
     G = knn_graph(_points(36, 5, d=2), 4)
-    eng = LocalEngine(1)
-    try:
-        gpu_D = geodesic_row_shards(G, tmp_path / "gpu", shard_rows=16, engine=eng, method="cuda", progress=False)
-        cpu_D = geodesic_row_shards(G, tmp_path / "cpu", shard_rows=16, method="numba", progress=False)
+    kw = dict(n_init=2, random_state=3)
+    with ThreadEngine(1) as eng:
+        gpu_D = geodesic_row_shards(G, tmp_path / "gpu", shard_rows=16, engine=eng, method=CudaPaths(), progress=False)
+        cpu_D = geodesic_row_shards(G, tmp_path / "cpu", shard_rows=16, method="numba", backend="numpy", progress=False)
         for a, b in zip(gpu_D.arrays, cpu_D.arrays):
             assert np.array_equal(a, b)
-        held = gpu_D.held
-        assert all(h.device is not None for h in held.handles)
-        kw = dict(n_init=2, random_state=3, block_rows=5)
-        km_gpu = GeodesicKMeans(4, engine=eng, **kw).fit(gpu_D)
-    finally:
-        eng.close()
-    km_cpu = GeodesicKMeans(4, n_workers=2, **kw).fit(cpu_D)
+        assert gpu_D.held.count_on_device() == len(gpu_D.shards)
+        km_gpu = GeodesicKMeans(4, execution=Execution(backend=gpu_backend, engine=eng, block_rows=5), **kw).fit(gpu_D)
+    km_cpu = GeodesicKMeans(4, execution=Execution(backend="numpy", n_workers=2, block_rows=5), **kw).fit(cpu_D)
     # a resumed run: the shard directory opened again and copied back to the device
-    from rapids_geovq.geodesic.engine import on_engine
     from rapids_geovq.geodesic.shortest_paths import load_row_shards
 
-    eng = LocalEngine(1)
-    try:
-        R = on_engine(eng, load_row_shards(tmp_path / "gpu"), device=True)
-        assert all(h.device is not None for h in R.handles) and not R.file_backed
-        km_resumed = GeodesicKMeans(4, engine=eng, **kw).fit(R)
-    finally:
-        eng.close()
+    with ThreadEngine(1) as eng:
+        R = hold_matrix(eng, load_row_shards(tmp_path / "gpu"), kernels=CUDA_KERNELS)
+        assert R.count_on_device() == len(R.rows) and not R.file_backed
+        km_resumed = GeodesicKMeans(4, execution=Execution(backend=gpu_backend, engine=eng, block_rows=5), **kw).fit(R)
+        # and the k-medoids fit itself puts reopened shards on the device for a GPU backend
+        km_reopened = GeodesicKMeans(4, execution=Execution(backend=gpu_backend, engine=eng, block_rows=5), **kw).fit(
+            load_row_shards(tmp_path / "gpu"))
+    assert np.array_equal(km_reopened.medoid_indices_, km_cpu.medoid_indices_)
     assert np.array_equal(km_resumed.medoid_indices_, km_cpu.medoid_indices_)
     assert np.array_equal(km_gpu.medoid_indices_, km_cpu.medoid_indices_)
     assert np.array_equal(km_gpu.labels_, km_cpu.labels_)
@@ -160,15 +167,12 @@ def test_dask_cuda_workers_hold_shards_on_their_gpus(tmp_path):
     from rapids_geovq.geodesic.shortest_paths import geodesic_row_shards
 
     G = knn_graph(_points(400, 6, d=4), 6)
-    eng = connect("local-cuda")
-    try:
-        D = geodesic_row_shards(G, tmp_path / "gpu", shard_rows=64, engine=eng, method="cuda", progress=False)
-        on_gpu = [f.result() for f in (D.held.submit(k, lambda h: h.device is not None)
-                                        for k in range(len(D.held.rows)))]
-        assert all(on_gpu)
-        km = GeodesicKMeans(8, n_init=2, random_state=0, block_rows=256, engine=eng).fit(D)
-    finally:
-        eng.close()
-    cpu_D = geodesic_row_shards(G, tmp_path / "cpu", shard_rows=64, progress=False)
-    km_cpu = GeodesicKMeans(8, n_init=2, random_state=0, n_workers=2).fit(cpu_D)
+    with connect("local-cuda") as eng:
+        D = geodesic_row_shards(G, tmp_path / "gpu", shard_rows=64, engine=eng, method="cuda", backend="cupy",
+                                progress=False)
+        assert D.held.count_on_device() == len(D.shards)
+        km = GeodesicKMeans(8, n_init=2, random_state=0,
+                            execution=Execution(backend="cupy", engine=eng, block_rows=256)).fit(D)
+    cpu_D = geodesic_row_shards(G, tmp_path / "cpu", shard_rows=64, backend="numpy", progress=False)
+    km_cpu = GeodesicKMeans(8, n_init=2, random_state=0, execution=Execution(backend="numpy", n_workers=2)).fit(cpu_D)
     assert np.array_equal(km.medoid_indices_, km_cpu.medoid_indices_) and km.inertia_ == km_cpu.inertia_

@@ -1,18 +1,25 @@
-"""Where the geodesic matrix lives and is computed: in this process, or on Dask workers.
+"""Where the geodesic matrix lives and is computed: threads of this process, or Dask workers.
 
 The (n, n) geodesic matrix is held as row shards. An *engine* runs small tasks next to the
 shards: a shard is computed by a task on one worker and stays there (a memory map of its file in
-that worker's process); later tasks (k-means partial sums, gathering a few rows) are sent to the
-worker that holds it and return small results. Three set-ups, one code path:
+that worker's process, or a copy on its GPU); later tasks (k-means partial sums, gathering a few
+rows) are sent to the worker that holds it and return small results. Set-ups, one code path:
 
-``"none"``
-    No cluster: tasks run on a thread pool in this process (the compiled kernels release the
-    GIL, so the threads use all cores). For tests, small runs and one machine.
+``"threads"`` (alias ``"none"``: no cluster)
+    Tasks run on a thread pool in this process (the compiled kernels release the GIL, so the
+    threads use all cores). For tests, small runs and one machine.
 ``"local"``
-    A :class:`dask.distributed.LocalCluster` with one single-threaded worker process per core.
+    A :class:`dask.distributed.LocalCluster` with one single-threaded worker process per core
+    (dask-cuda's ``LocalCUDACluster``, one worker per GPU, on a GPU backend).
+``"local-cuda"``
+    That dask-cuda cluster explicitly.
 ``"tcp://host:port"`` or a scheduler file (``*.json``)
     An existing Dask scheduler, for example one started on a SLURM allocation by
     ``jobs/slurm_dask.sh``. Workers must see the run directory (a shared file system).
+
+Both engines have the same methods; what differs between them (whether workers share this
+process's memory, whether files must be flushed for other nodes, who ended up holding a result)
+is a method or property of the engine, never a type check in the code that uses it.
 
 Tasks are sent to the worker that holds their shard, so no shard is moved or gathered whole. The
 one exception is the look-ahead of the k-means swap phase: its blocks are spread over all workers,
@@ -24,51 +31,84 @@ from __future__ import annotations
 
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import as_completed as _cf_as_completed
+from concurrent.futures import wait as _cf_wait
 from pathlib import Path
 
 import numpy as np
 
-log = logging.getLogger("rapids_geovq")
+from ..cpu.kmedoids import CPU_KERNELS
+from .shards import open_shard
+
+log = logging.getLogger(__name__)
+
+#: Names of the cluster settings (besides scheduler addresses and files); ``none`` is accepted as
+#: an alias of ``threads``.
+CLUSTERS = ("threads", "local", "local-cuda")
+CLUSTER_ALIASES = {"none": "threads"}
+
+
+def cluster_name(cluster) -> str:
+    """``cluster`` with aliases resolved (``none`` -> ``threads``; None means threads too)."""
+    if cluster is None:
+        return "threads"
+    return CLUSTER_ALIASES.get(cluster, cluster)
 
 
 class EngineError(RuntimeError):
     """The requested cluster cannot be started or reached."""
 
 
-_OPEN: dict = {}  # shard files memory-mapped in this process, by path: (crc32, array)
-
-
 class ShardHandle:
     """One row shard as seen by the process that holds it.
 
-    ``rows`` are the matrix rows it holds (in file order); ``data`` is the (len(rows), n) array,
-    memory-mapped from ``path`` on first use (or given directly for in-memory shards). Pickling
-    keeps only the path and rows, so a handle sent back to the driver is a few kilobytes.
+    ``rows`` are the matrix rows it holds (in file order); ``data`` is the host (len(rows), n)
+    array, memory-mapped from ``path`` on first use (or given directly for in-memory shards).
+    ``block`` is what the k-medoids kernels read and ``kernels`` the kernels that read it: the host
+    data and the CPU kernels, unless the shard was put on this worker's GPU (:meth:`keep`).
+    Pickling keeps only the path and rows (a GPU copy stays on its GPU), so a handle sent back to
+    the driver is a few kilobytes.
     """
 
     def __init__(self, rows: np.ndarray, path: str | None = None, data: np.ndarray | None = None,
-                 crc32: int | None = None, start: int = 0, device=None):
+                 crc32: int | None = None, start: int = 0):
         self.rows = np.asarray(rows, dtype=np.int64)
         self.path = path  # None: an in-memory shard, which cannot be re-opened elsewhere
         self.crc32 = crc32
         self.start = start  # position of the first row in the matrix's row order
         self._data = data
-        self.device = device  # a copy on this process's GPU (CuPy), used by k-means when present
+        self._block = None
+        self.kernels = CPU_KERNELS
 
     @property
     def data(self) -> np.ndarray:
         if self._data is None:
-            hit = _OPEN.get(self.path)
-            if hit is None or hit[0] != self.crc32:  # a rewritten file replaces its old mapping
-                hit = _OPEN[self.path] = (self.crc32, np.load(self.path, mmap_mode="r"))
-            self._data = hit[1]
+            self._data = open_shard(self.path, self.crc32)
         return self._data
+
+    @property
+    def block(self):
+        return self.data if self._block is None else self._block
+
+    @property
+    def on_device(self) -> bool:
+        return self._block is not None
+
+    def keep(self, kernels, rows=None) -> bool:
+        """Let ``kernels`` hold this shard in their own form (a GPU copy) if they have room;
+        ``rows`` is the shard already in that memory (a device array), else the host data is used.
+        Returns whether they took it."""
+        block = kernels.hold(self.data if rows is None else rows)
+        if block is None:
+            return False
+        self._block, self.kernels = block, kernels
+        return True
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        state["device"] = None  # a GPU copy stays on its GPU; elsewhere the host copy is used
+        state["_block"] = None  # a GPU copy stays on its GPU; elsewhere the host copy is used
+        state["kernels"] = CPU_KERNELS
         if self.path is not None:
             state["_data"] = None  # re-opened from the file where it is unpickled
         return state
@@ -81,9 +121,24 @@ def take_local(handle: ShardHandle, local_index: np.ndarray) -> np.ndarray:
     return np.array(handle.data[np.asarray(local_index, dtype=np.int64)])
 
 
+def open_handle(rows, path, crc32, start, kernels=None, data=None) -> ShardHandle:
+    """A handle on a shard file, opened (memory-mapped) where the task runs unless ``data`` is its
+    mapping already open in this process, and given to ``kernels`` (a GPU's) to hold when they
+    have room."""
+    h = ShardHandle(rows, path=path, crc32=crc32, start=start, data=data)
+    h.data  # open the memory map where the handle will live
+    if kernels is not None:
+        h.keep(kernels)
+    return h
+
+
+def _resolve(a):
+    return a.result() if isinstance(a, Future) else a
+
+
 # --- engines --------------------------------------------------------------------------------
 
-class LocalEngine:
+class ThreadEngine:
     """Tasks on a thread pool in this process.
 
     Parameters
@@ -92,7 +147,10 @@ class LocalEngine:
         Threads; defaults to the number of CPUs.
     """
 
-    kind = "none"
+    #: Workers share this process's memory (what a memory check must count per process).
+    shares_memory = True
+    #: Shard files need no flushing before others read them (one machine, one page cache).
+    syncs_files = False
 
     def __init__(self, n_workers: int | None = None):
         self.n_workers = int(n_workers or os.cpu_count() or 1)
@@ -104,7 +162,21 @@ class LocalEngine:
     def scatter(self, obj, broadcast: bool = True):
         return obj
 
-    def submit(self, fn, *args, worker=None):
+    @staticmethod
+    def in_process(obj):
+        """``obj`` itself: tasks run in this process and may use it as it is."""
+        return obj
+
+    def put(self, obj, worker=None) -> Future:
+        """``obj`` as a finished future (a Dask engine moves it to ``worker``)."""
+        f: Future = Future()
+        f.set_result(obj)
+        return f
+
+    def submit(self, fn, *args, worker=None) -> Future:
+        """``fn(*args)`` on the pool; futures among ``args`` are replaced by their results, as Dask
+        does for its futures (waited for here, so a task never blocks a pool thread on another)."""
+        args = tuple(_resolve(a) for a in args)
         return self._pool.submit(fn, *args)
 
     @staticmethod
@@ -112,15 +184,37 @@ class LocalEngine:
         return _cf_as_completed(futures)
 
     @staticmethod
+    def wait(futures) -> None:
+        _cf_wait(futures)
+
+    def holders(self, futures, asked: list) -> list:
+        """The worker holding each future's result: the one it was asked of, in this process."""
+        return list(asked)
+
+    @staticmethod
     def cancel(futures) -> None:
         for f in futures:
             f.cancel()
 
+    def memory_workers(self) -> int:
+        """Workers whose memory this process (and the checks made here) must count."""
+        return self.n_workers
+
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
     def __repr__(self) -> str:
-        return f"LocalEngine({self.n_workers} threads)"
+        return f"ThreadEngine({self.n_workers} threads)"
+
+
+#: The former name of :class:`ThreadEngine`.
+LocalEngine = ThreadEngine
 
 
 class DaskEngine:
@@ -133,7 +227,7 @@ class DaskEngine:
         A cluster this engine started and closes with it.
     """
 
-    kind = "dask"
+    shares_memory = False
 
     def __init__(self, client, cluster=None):
         self.client = client
@@ -149,6 +243,11 @@ class DaskEngine:
                               "some (dask worker --scheduler-file ...) or use geodesic.cluster=local")
         self.n_workers = len(self._workers)
 
+    @property
+    def syncs_files(self) -> bool:
+        """An external cluster may span nodes on a shared file system: flush shards before use."""
+        return self.cluster is None
+
     def workers(self) -> list:
         return list(self._workers)
 
@@ -156,6 +255,15 @@ class DaskEngine:
         """One future of ``obj`` (a tuple stays one object, not one per item); on every worker when
         ``broadcast``, else moved to the workers that need it."""
         return self.client.scatter([obj], broadcast=broadcast, hash=False)[0]
+
+    @staticmethod
+    def in_process(obj):
+        """None: tasks run in other processes, where ``obj`` is not (it would have to be sent)."""
+        return None
+
+    def put(self, obj, worker=None):
+        """A future of ``obj`` held by ``worker``."""
+        return self.client.scatter(obj, workers=None if worker is None else [worker], hash=False)
 
     def submit(self, fn, *args, worker=None):
         kw = {"pure": False}
@@ -169,43 +277,60 @@ class DaskEngine:
 
         return as_completed(futures)
 
-    def holders(self, futures) -> list:
-        """The worker holding each finished future's result (it may not be the one asked for)."""
+    @staticmethod
+    def wait(futures) -> None:
+        from distributed import wait
+
+        wait(futures)
+
+    def holders(self, futures, asked: list) -> list:
+        """The worker holding each finished future's result (it may not be the one asked of)."""
         who = self.client.who_has(futures)
-        return [sorted(who[f.key])[0] if who.get(f.key) else None for f in futures]
+        return [sorted(who[f.key])[0] if who.get(f.key) else w for f, w in zip(futures, asked)]
 
     def cancel(self, futures) -> None:
         futures = [f for f in futures if not f.done()]
         if futures:
             self.client.cancel(futures)
 
+    def memory_workers(self) -> int:
+        """Dask workers hold their memory in their own processes: this one counts one."""
+        return 1
+
     def close(self) -> None:
         self.client.close()
         if self.cluster is not None:
             self.cluster.close()
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
     def __repr__(self) -> str:
         return f"DaskEngine({self.client.scheduler.address}, {self.n_workers} workers)"
 
 
-def connect(cluster: str = "none", n_workers: int | None = None, *, timeout: float = 30.0):
-    """An engine for a cluster spec.
+def connect(cluster: str = "threads", n_workers: int | None = None, *, timeout: float = 30.0):
+    """An engine for a cluster setting.
 
     Parameters
     ----------
     cluster : str
-        ``"none"`` (threads in this process), ``"local"`` (a Dask LocalCluster), ``"local-cuda"``
-        (a dask-cuda LocalCUDACluster, one worker per GPU), a scheduler
-        address (``"tcp://host:8786"``) or the path of a Dask scheduler file (``*.json``).
+        ``"threads"`` (or ``"none"``: threads in this process), ``"local"`` (a Dask
+        LocalCluster), ``"local-cuda"`` (a dask-cuda LocalCUDACluster, one worker per GPU), a
+        scheduler address (``"tcp://host:8786"``) or the path of a Dask scheduler file (``*.json``).
     n_workers : int, optional
-        Threads (``"none"``) or worker processes (``"local"``; GPUs for ``"local-cuda"``); default
-        one per CPU (GPU). Ignored for
-        an existing scheduler, whose workers are used as they are.
+        Threads (``"threads"``) or worker processes (``"local"``; GPUs for ``"local-cuda"``);
+        default one per CPU (GPU). Ignored for an existing scheduler, whose workers are used as
+        they are.
     timeout : float
         Seconds to wait for an existing scheduler.
     """
-    if cluster in (None, "", "none"):
-        return LocalEngine(n_workers)
+    cluster = cluster_name(cluster)
+    if cluster == "threads":
+        return ThreadEngine(n_workers)
     try:
         from distributed import Client, LocalCluster
     except ImportError as exc:  # pragma: no cover - dask is a base dependency
@@ -231,7 +356,7 @@ def connect(cluster: str = "none", n_workers: int | None = None, *, timeout: flo
                 raise EngineError(
                     f"Dask scheduler file {cluster} does not exist; start a scheduler with "
                     f"'dask scheduler --scheduler-file {cluster}' (see jobs/slurm_dask.sh), or run "
-                    "without it: geodesic.cluster=none or local (--cluster for the codebook command)"
+                    "without it: geodesic.cluster=threads or local (--cluster for the codebook command)"
                 )
             client = Client(scheduler_file=cluster, timeout=timeout)
         else:
@@ -241,7 +366,7 @@ def connect(cluster: str = "none", n_workers: int | None = None, *, timeout: flo
     except (OSError, TimeoutError, ValueError) as exc:
         raise EngineError(
             f"cannot reach the Dask scheduler {cluster!r} ({exc}); check that it is running, or run "
-            "without it: geodesic.cluster=none (this process) or local (--cluster for the codebook command)"
+            "without it: geodesic.cluster=threads (this process) or local (--cluster for the codebook command)"
         ) from exc
     return DaskEngine(client)
 
@@ -253,7 +378,7 @@ def _local_cuda(n_workers: int | None):
         from distributed import Client
     except ImportError as exc:
         raise EngineError(f"geodesic.cluster=local-cuda needs dask-cuda ({exc}): install the GPU environment "
-                          "(conda-env.yml or pip install -e .[cu12]), or use geodesic.cluster=none or local")
+                          "(conda-env.yml or pip install -e .[cu12]), or use geodesic.cluster=threads or local")
     import importlib.util
 
     kw = {}
@@ -270,25 +395,29 @@ def _local_cuda(n_workers: int | None):
     return DaskEngine(Client(lc), cluster=lc)
 
 
-class RowShards:
-    """A square matrix as row shards held by an engine; the driver holds only their row lists.
+class HeldShards:
+    """A square matrix as row shards held by the workers of an engine; the driver holds only their
+    row lists. (Shard *files* on disk are :class:`rapids_geovq.geodesic.shards.ShardFiles`.)
 
     Parameters
     ----------
-    engine : LocalEngine or DaskEngine
+    engine : ThreadEngine or DaskEngine
     n : int
         Matrix size.
-    handles : list
-        Per shard, a :class:`ShardHandle` (local) or a future of one (Dask), in row order.
+    handles : list of futures
+        Per shard, a future of its :class:`ShardHandle` on the engine, in row order.
     rows : list of int64 arrays
         Per shard, the matrix rows it holds.
     owners : list
         Per shard, the worker that holds it (tasks on it are sent there).
+    file_backed : bool
+        Any worker can open a shard from its file (host shards); False for shards kept on GPUs,
+        which only their owner can read.
     """
 
     def __init__(self, engine, n: int, handles: list, rows: list, owners: list, file_backed: bool = False):
         self.engine = engine
-        self.file_backed = file_backed  # shards can be memory-mapped by any worker from their files
+        self.file_backed = file_backed
         self.n = int(n)
         self.shape = (self.n, self.n)
         self.handles = handles
@@ -310,6 +439,14 @@ class RowShards:
             worker = self.owners[k]
         return self.engine.submit(fn, self.handles[k], *args, worker=worker)
 
+    def map_shards(self, fn, *args) -> list:
+        """``fn(handle, *args)`` on every shard where it is held; the results in shard order."""
+        futures = {self.submit(k, fn, *args): k for k in range(len(self.rows))}
+        out = [None] * len(self.rows)
+        for fut in self.engine.as_completed(list(futures)):
+            out[futures[fut]] = fut.result()
+        return out
+
     def take_rows(self, indices) -> np.ndarray:
         """Rows ``indices`` (in the order given) as float32, gathered from the shards holding them."""
         indices = np.asarray(indices, dtype=np.int64).reshape(-1)
@@ -323,69 +460,59 @@ class RowShards:
             out[futures[fut]] = fut.result()
         return out
 
-
-def local_row_shards(engine, D, block_rows: int = 2048, order=None) -> RowShards:
-    """An in-memory matrix split into row blocks on an engine (scattered to Dask workers)."""
-    D = np.asarray(D)
-    n = D.shape[0]
-    order = np.arange(n, dtype=np.int64) if order is None else np.asarray(order, dtype=np.int64)
-    workers = engine.workers()
-    handles, rows, owners = [], [], []
-    for k, start in enumerate(range(0, n, block_rows)):
-        r = order[start : start + block_rows]
-        w = workers[k % len(workers)]
-        block = np.ascontiguousarray(D[r]) if not np.array_equal(r, np.arange(start, start + r.size)) else D[start : start + r.size]
-        h = ShardHandle(r, data=block, start=start)
-        if isinstance(engine, DaskEngine):
-            h = engine.client.scatter(h, workers=[w], hash=False)
-        handles.append(h)
-        rows.append(r)
-        owners.append(w)
-    return RowShards(engine, n, handles, rows, owners)
+    def count_on_device(self) -> int:
+        """How many shards are held on a GPU."""
+        return sum(self.map_shards(_on_device))
 
 
-def _open_handle(rows, path, crc32, start, device: bool = False, data=None) -> ShardHandle:
-    h = ShardHandle(rows, path=path, crc32=crc32, start=start, data=data)
-    h.data  # open the memory map where the handle will live
-    if device:  # and copy it to this worker's GPU while there is room
-        from ..gpu.cuda_paths import keep_on_device
-
-        h.device = keep_on_device(h.data)
-    return h
+#: The former name of :class:`HeldShards`.
+RowShards = HeldShards
 
 
-def on_engine(engine, D, *, block_rows: int = 2048, device: bool = False) -> RowShards:
-    """Row shards of ``D`` on ``engine``: an ndarray / :class:`DenseRows` is split into row blocks;
-    a :class:`ShardedRows` directory is opened shard by shard on the workers (each worker memory-maps
-    its own files, and with ``device`` copies them to its GPU); :class:`RowShards` already on an
-    engine are used as they are."""
-    from .shards import DenseRows, ShardedRows
+def _on_device(handle: ShardHandle) -> bool:
+    return handle.on_device
 
-    if isinstance(D, RowShards):
+
+def hold_matrix(engine, D, *, kernels=None, block_rows: int = 2048) -> HeldShards:
+    """Row shards of ``D`` held on ``engine``.
+
+    An ndarray / :class:`~rapids_geovq.geodesic.shards.DenseRows` is split into row blocks; a
+    :class:`~rapids_geovq.geodesic.shards.ShardFiles` directory is opened shard by shard on the
+    workers (each worker memory-maps its own files, and ``kernels`` of a GPU backend copy them to
+    its GPU where there is room); :class:`HeldShards` already on this engine are used as they are.
+    """
+    from .shards import DenseRows, ShardFiles
+
+    if isinstance(D, HeldShards):
         return D
     held = getattr(D, "held", None)
     if held is not None and held.engine is engine:
         return held  # the shards are still where geodesic_row_shards computed them
-    if isinstance(D, ShardedRows):
-        workers = engine.workers()
-        handles, rows, owners = [], [], []
+    workers = engine.workers()
+    handles, rows, owners = [], [], []
+    if isinstance(D, ShardFiles):
         for k, (info, r) in enumerate(zip(D.shards, D.shard_rows)):
             w = workers[k % len(workers)]
-            path = str(D.directory / info.path)
-            if isinstance(engine, DaskEngine):
-                h = engine.submit(_open_handle, r, path, info.crc32, info.start, device, worker=w)
-            else:
-                h = _open_handle(r, path, info.crc32, info.start, device, data=D.arrays[k])
-            handles.append(h)
+            handles.append(engine.submit(open_handle, r, str(D.directory / info.path), info.crc32, info.start,
+                                         kernels, engine.in_process(D.arrays[k]), worker=w))
             rows.append(r)
             owners.append(w)
-        if isinstance(engine, DaskEngine):
-            from distributed import wait
-
-            wait(handles)
-            owners = [h or w for h, w in zip(engine.holders(handles), owners)]
-        # shards on GPUs are used where they are; file-backed ones may be read by any worker
-        return RowShards(engine, D.shape[0], handles, rows, owners, file_backed=not device)
+        engine.wait(handles)
+        owners = engine.holders(handles, owners)
+        on_gpu = kernels is not None and kernels is not CPU_KERNELS
+        return HeldShards(engine, D.shape[0], handles, rows, owners, file_backed=not on_gpu)
     if isinstance(D, DenseRows):
-        return local_row_shards(engine, D.array, block_rows, order=D.order)
-    return local_row_shards(engine, D, block_rows)
+        array, order = D.array, D.order
+    else:
+        array = np.asarray(D)
+        order = np.arange(array.shape[0], dtype=np.int64)
+    n = array.shape[0]
+    for k, start in enumerate(range(0, n, block_rows)):
+        r = order[start : start + block_rows]
+        w = workers[k % len(workers)]
+        contiguous = np.array_equal(r, np.arange(start, start + r.size))
+        block = array[start : start + r.size] if contiguous else np.ascontiguousarray(array[r])
+        handles.append(engine.put(ShardHandle(r, data=block, start=start), w))
+        rows.append(r)
+        owners.append(w)
+    return HeldShards(engine, n, handles, rows, owners)

@@ -33,11 +33,12 @@ import logging
 from collections import deque
 
 import numpy as np
+from sklearn.base import BaseEstimator, ClusterMixin
 
-from .engine import connect, on_engine
+from .execution import Execution
 from .shards import as_rows
 
-log = logging.getLogger("rapids_geovq")
+log = logging.getLogger(__name__)
 
 
 def _check_random_state(seed) -> np.random.Generator:
@@ -46,36 +47,17 @@ def _check_random_state(seed) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
-# --- tasks run where a shard is held --------------------------------------------------------
+# --- tasks run where a shard is held: the handle carries the kernels that read its block -----
 
 def _medoid_cost_task(handle, args) -> np.ndarray:
-    labels, members, seg_start = args
-    if handle.device is not None:  # the shard is on this worker's GPU
-        from ..gpu.cuda_kmeans import medoid_costs as gpu_medoid_costs
-
-        return gpu_medoid_costs(handle.device, handle.rows, labels, members, seg_start)
-    from .kernels import medoid_costs
-
-    out = np.empty(handle.rows.size, np.float64)
-    medoid_costs(handle.data, handle.rows, labels, members, seg_start, out)
-    return out
+    return handle.kernels.medoid_costs(handle.block, handle.rows, args)
 
 
 def _swap_task(handle, lo: int, hi: int, state) -> tuple[np.ndarray, np.ndarray]:
-    if handle.device is not None:
-        from ..gpu.cuda_kmeans import swap_gains as gpu_swap_gains
-
-        return gpu_swap_gains(handle.device[lo:hi], handle.rows[lo:hi], state)
-    from .kernels import swap_gains
-
-    is_medoid, nearest, d1, d2, removal = state
-    delta = np.empty(hi - lo, np.float64)
-    best = np.empty(hi - lo, np.int64)
-    swap_gains(handle.data[lo:hi], handle.rows[lo:hi], is_medoid, nearest, d1, d2, removal, delta, best)
-    return delta, best
+    return handle.kernels.swap_gains(handle.block, handle.rows, lo, hi, state)
 
 
-class GeodesicKMeans:
+class GeodesicKMeans(BaseEstimator, ClusterMixin):
     """k-medoids clustering on a precomputed geodesic distance matrix, squared-distance cost.
 
     Parameters
@@ -90,17 +72,12 @@ class GeodesicKMeans:
         Refine each restart with eager FasterPAM-style swaps after the alternating phase.
     max_swap_passes : int, default=20
         Cap on full passes over the candidates in the swap phase.
-    block_rows : int, default=64
-        Swap candidates per task (a task reads ``block_rows`` rows of the matrix).
     random_state : int, numpy Generator or None
         Seed for the k-means++ draws.
-    progress : bool, default=False
-        Show a progress bar over restarts.
-    engine : engine, cluster spec or None
-        Where the matrix's shards are and the work runs (see
-        :func:`rapids_geovq.geodesic.engine.connect`); None: threads in this process.
-    n_workers : int, optional
-        Threads when ``engine`` is None; default one per CPU.
+    execution : Execution, optional
+        Where the matrix's shards are and the work runs (engine, workers, backend, swap block
+        size, progress bar; see :class:`rapids_geovq.geodesic.execution.Execution`). Results do
+        not depend on it. Default: threads in this process, on the NumPy backend.
 
     Attributes
     ----------
@@ -117,18 +94,14 @@ class GeodesicKMeans:
     """
 
     def __init__(self, n_clusters: int = 64, *, n_init: int = 3, max_iter: int = 100, swap: bool = True,
-                 max_swap_passes: int = 20, block_rows: int = 64, random_state=None, progress: bool = False,
-                 engine=None, n_workers: int | None = None):
+                 max_swap_passes: int = 20, random_state=None, execution: Execution | None = None):
         self.n_clusters = n_clusters
         self.n_init = n_init
         self.max_iter = max_iter
         self.swap = swap
         self.max_swap_passes = max_swap_passes
-        self.block_rows = block_rows
         self.random_state = random_state
-        self.progress = progress
-        self.engine = engine
-        self.n_workers = n_workers
+        self.execution = execution
 
     # -- public -----------------------------------------------------------------------------
 
@@ -148,19 +121,21 @@ class GeodesicKMeans:
         """
         from tqdm.auto import tqdm
 
+        from .engine import hold_matrix
+
         if not hasattr(D, "take_rows"):
             D = np.asarray(D)
         shape = tuple(D.shape)
         if len(shape) != 2 or shape[0] != shape[1]:
             raise ValueError(f"D must be a square distance matrix, got shape {shape}")
-        own = self.engine is None or isinstance(self.engine, str)
-        engine = connect(self.engine or "none", self.n_workers) if own else self.engine
-        try:
-            R = on_engine(engine, D)
+        ex = self.execution or Execution(backend="numpy")
+        self._block_rows = ex.swap_block_rows()
+        with ex.open_engine() as engine:
+            R = hold_matrix(engine, D, kernels=ex.shard_kernels())
             n = self._validate(R)
             rng = _check_random_state(self.random_state)
             best = None
-            for run in tqdm(range(self.n_init), desc="geodesic k-means", unit="init", disable=not self.progress):
+            for run in tqdm(range(self.n_init), desc="geodesic k-means", unit="init", disable=not ex.progress):
                 medoids = self._kmeanspp(R, n, rng)
                 medoids, rows, n_iter = self._alternate(R, medoids)
                 n_swaps = 0
@@ -172,9 +147,6 @@ class GeodesicKMeans:
                          run, inertia, n_iter, n_swaps)
                 if best is None or inertia < best[0]:
                     best = (inertia, medoids, labels, n_iter, n_swaps)
-        finally:
-            if own:
-                engine.close()
         self.inertia_, self.medoid_indices_, self.labels_, self.n_iter_, self.n_swaps_ = best
         return self
 
@@ -196,7 +168,7 @@ class GeodesicKMeans:
                 f"n_clusters={k} is more than the {n} points to cluster; use n_clusters <= {n} "
                 "(or cluster more latents)"
             )
-        if self.n_init < 1 or self.max_iter < 1 or self.block_rows < 1:
+        if self.n_init < 1 or self.max_iter < 1 or self._block_rows < 1:
             raise ValueError("n_init, max_iter and block_rows must be >= 1")
         probe = R.take_rows(np.unique(np.linspace(0, n - 1, min(n, 8)).astype(np.int64)))
         if not np.isfinite(probe).all():
@@ -254,12 +226,10 @@ class GeodesicKMeans:
         k = self.n_clusters
         members = np.argsort(labels, kind="stable")
         seg_start = np.concatenate([[0], np.cumsum(np.bincount(labels, minlength=k))]).astype(np.int64)
-        eng = R.engine
-        args = eng.scatter((labels, members, seg_start))
-        futures = {R.submit(s, _medoid_cost_task, args): s for s in range(len(R.rows))}
+        args = R.engine.scatter((labels, members, seg_start))
         cost = np.empty(R.n)
-        for fut in eng.as_completed(list(futures)):
-            cost[R.rows[futures[fut]]] = fut.result()
+        for rows, shard_cost in zip(R.rows, R.map_shards(_medoid_cost_task, args)):
+            cost[rows] = shard_cost
         new = medoids.copy()
         for c in range(k):
             mem = members[seg_start[c] : seg_start[c + 1]]
@@ -284,7 +254,7 @@ class GeodesicKMeans:
     def _swap_state(self, rows: np.ndarray, medoids: np.ndarray, near=None, changed: int = -1):
         """(is_medoid, nearest, d1, d2, removal) for the swap kernel; ``near`` holds the nearest /
         second-nearest arrays, updated in place for a change of medoid ``changed`` (-1: all)."""
-        from .kernels import nearest_two
+        from ..cpu.kernels import nearest_two
 
         n = rows.shape[1]
         if near is None:
@@ -325,7 +295,7 @@ class GeodesicKMeans:
             while len(pending) < depth and since_last + ahead < n:
                 shard = int(np.searchsorted(R.bounds, next_pos, side="right") - 1)
                 lo = next_pos - int(R.bounds[shard])
-                hi = min(lo + self.block_rows, R.rows[shard].size)
+                hi = min(lo + self._block_rows, R.rows[shard].size)
                 # consecutive blocks mostly share a shard: spread them over the workers
                 fut = R.submit(shard, _swap_task, lo, hi, state_ref, worker=workers[n_sent % len(workers)])
                 n_sent += 1

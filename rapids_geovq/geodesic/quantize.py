@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .knn import check_latents, exact_knn
+from ..common.exact_knn import check_latents
+from .knn import exact_knn
 
 
 class GeodesicQuantizer:
@@ -28,12 +29,22 @@ class GeodesicQuantizer:
 
     def __init__(self, train_latents, medoid_indices, dist_to_codes, *, k: int = 10):
         self.train_latents = check_latents(train_latents)
-        self.medoid_indices = np.asarray(medoid_indices, dtype=np.int64)
+        n = self.train_latents.shape[0]
+        medoids = np.asarray(medoid_indices)
+        if medoids.ndim != 1 or medoids.size == 0 or not np.issubdtype(medoids.dtype, np.integer):
+            raise ValueError(f"medoid_indices must be a non-empty 1-D array of point indices, got "
+                             f"{medoids.dtype} of shape {medoids.shape}")
+        if medoids.min() < 0 or medoids.max() >= n:
+            raise ValueError(f"medoid_indices must index the {n} training latents (0..{n - 1}), got values "
+                             f"from {medoids.min()} to {medoids.max()}; were they fitted on other latents?")
+        self.medoid_indices = medoids.astype(np.int64)
         self.dist_to_codes = np.asarray(dist_to_codes)
-        n, K = self.train_latents.shape[0], self.medoid_indices.size
+        K = self.medoid_indices.size
         if self.dist_to_codes.shape != (n, K):
             raise ValueError(f"dist_to_codes must have shape ({n}, {K}), got {self.dist_to_codes.shape}")
-        self.k = k
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= n:
+            raise ValueError(f"k must be a whole number of neighbours between 1 and {n}, got {k!r}")
+        self.k = int(k)
 
     @property
     def codebook(self) -> np.ndarray:
@@ -54,7 +65,7 @@ class GeodesicQuantizer:
 
     def decode(self, codes) -> np.ndarray:
         """Code latents for code indices, float32 array of shape (m, d)."""
-        return self.codebook[np.asarray(codes, dtype=np.int64)]
+        return self.codebook[check_codes(codes, self.medoid_indices.size)]
 
 
 class EuclideanQuantizer:
@@ -87,7 +98,34 @@ class EuclideanQuantizer:
     def encode(self, latents) -> np.ndarray:
         from sklearn.metrics import pairwise_distances_argmin
 
-        return pairwise_distances_argmin(check_latents(latents), self.codebook_.astype(np.float64)).astype(np.int64)
+        Z = check_latents(latents, min_rows=1, what="query latents")
+        if Z.shape[1] != self.codebook_.shape[1]:
+            raise ValueError(f"latents have {Z.shape[1]} dimensions but the codebook has {self.codebook_.shape[1]}")
+        return pairwise_distances_argmin(Z, self.codebook_.astype(np.float64)).astype(np.int64)
+
+    @classmethod
+    def from_codebook(cls, codebook) -> "EuclideanQuantizer":
+        """A quantizer for centroids fitted before (shape (K, d))."""
+        codebook = np.asarray(codebook, dtype=np.float32)
+        if codebook.ndim != 2 or codebook.shape[0] < 1:
+            raise ValueError(f"codebook must have shape (K, d), got {codebook.shape}")
+        eq = cls(codebook.shape[0])
+        eq.codebook_ = codebook
+        return eq
 
     def decode(self, codes) -> np.ndarray:
-        return self.codebook_[np.asarray(codes, dtype=np.int64)]
+        """Centroids for code indices, float32 array of shape (m, d)."""
+        return self.codebook_[check_codes(codes, self.codebook_.shape[0])]
+
+
+def check_codes(codes, n_codes: int) -> np.ndarray:
+    """Code indices as int64, refused unless whole numbers in [0, n_codes)."""
+    codes = np.asarray(codes)
+    if codes.size and not np.issubdtype(codes.dtype, np.integer):
+        if not (np.issubdtype(codes.dtype, np.floating) and np.array_equal(codes, np.round(codes))):
+            raise ValueError(f"codes must be whole numbers, got dtype {codes.dtype}")
+    codes = codes.astype(np.int64)
+    if codes.size and (codes.min() < 0 or codes.max() >= n_codes):
+        raise ValueError(f"codes must lie in [0, {n_codes}) for a {n_codes}-code codebook, got values from "
+                         f"{codes.min()} to {codes.max()}")
+    return codes

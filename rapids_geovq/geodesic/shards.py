@@ -1,21 +1,33 @@
-"""Row access to a square distance matrix, whole in memory or as row shards on disk.
+"""Row access to a square distance matrix, whole in memory or as row shard files on disk, and the
+writing of those files.
 
 The geodesic matrix for 60,000 points is 14.4 GB of float32, so the stages that use it
 (k-means, Geo-VQ) only ever ask for a few rows at a time or stream over row blocks.
-`DenseRows` wraps an in-memory array; `ShardedRows` wraps ``.npy`` row shards written by
-:func:`rapids_geovq.geodesic.shortest_paths.geodesic_row_shards` and memory-maps them, so the
-operating system's page cache, not the Python heap, holds what is being read.
+:class:`DenseRows` wraps an in-memory array; :class:`ShardFiles` wraps ``.npy`` row shards on
+disk and memory-maps them, so the operating system's page cache, not the Python heap, holds what
+is being read. (Shards *held by the workers of an engine* are
+:class:`rapids_geovq.geodesic.engine.HeldShards`.)
+
+A shard file is written to a temporary name with its full size reserved on the disk first, filled,
+checksummed (CRC-32, in a ``.json`` sidecar) and renamed into place, so a killed job never leaves
+a half-written shard under a final name, and a disk that fills up gives an error naming the
+directory instead of a bus error from a memory-mapped write.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
-import zlib
+import threading
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
+
+from ..common.arrays import array_crc32
+from ..common.resources import ResourceError, fmt_bytes, free_disk_bytes
 
 MANIFEST = "manifest.json"
 
@@ -33,7 +45,7 @@ class DenseRows:
         The matrix; it is not copied.
     order : int array of shape (n,), optional
         The order in which row-wise algorithms visit the rows (default 0..n-1); see
-        :attr:`ShardedRows.order`.
+        :attr:`ShardFiles.order`.
     """
 
     def __init__(self, array: np.ndarray, order=None):
@@ -68,8 +80,25 @@ class ShardInfo:
     crc32: int
 
 
-class ShardedRows:
-    """Row access to a square matrix stored as ``.npy`` row shards with a manifest.
+# --- shard files open in this process ---------------------------------------------------------
+
+_OPEN: dict = {}  # path -> (crc32, memory map): one mapping per file and process
+_OPEN_LOCK = threading.Lock()
+
+
+def open_shard(path: str | os.PathLike, crc32: int | None = None) -> np.ndarray:
+    """A read-only memory map of a shard file, shared by the shard handles of this process (a file
+    rewritten with another checksum replaces its old mapping)."""
+    key = str(path)
+    with _OPEN_LOCK:
+        hit = _OPEN.get(key)
+        if hit is None or hit[0] != crc32:
+            hit = _OPEN[key] = (crc32, np.load(key, mmap_mode="r"))
+        return hit[1]
+
+
+class ShardFiles:
+    """Row access to a square matrix stored as ``.npy`` row shard files with a manifest.
 
     Parameters
     ----------
@@ -83,12 +112,18 @@ class ShardedRows:
     order : int64 ndarray of shape (n,)
         Row ids in storage order: shard files hold the rows ``order[start:stop]``. The geodesic
         engine stores rows in groups of 8 nearby points seeded in reverse Cuthill-McKee order of
-        the kNN graph (nearby points in nearby rows); directories without a ``row_order`` entry hold rows 0..n-1 in order.
-        Columns are always in point order.
+        the kNN graph (nearby points in nearby rows); directories without a ``row_order`` entry
+        hold rows 0..n-1 in order. Columns are always in point order.
+    held : HeldShards or None
+        Where an engine still holds these shards open (set by
+        :func:`~rapids_geovq.geodesic.shortest_paths.geodesic_row_shards` when it computed them on
+        an engine the caller keeps), so k-means on the same engine uses them in place; None for a
+        directory opened from disk.
     """
 
     def __init__(self, directory: str | os.PathLike, *, verify: bool = False):
         self.directory = Path(directory)
+        self.held = None  # HeldShards (rapids_geovq.geodesic.engine) while an engine holds them
         manifest_path = self.directory / MANIFEST
         if not manifest_path.exists():
             raise ShardError(
@@ -126,7 +161,7 @@ class ShardedRows:
     def _open(self, shard: ShardInfo, verify: bool) -> np.ndarray:
         path = self.directory / shard.path
         try:
-            arr = np.load(path, mmap_mode="r")
+            arr = np.load(path, mmap_mode="r")  # a mapping of its own: the file is checked as it is now
         except (OSError, ValueError) as exc:
             raise ShardError(f"shard {path} cannot be read ({exc}); delete it and re-run the geodesic stage") from exc
         if arr.shape != (shard.stop - shard.start, self.shape[1]) or arr.dtype != self.dtype:
@@ -164,27 +199,22 @@ class ShardedRows:
         return out
 
 
-def as_rows(D) -> DenseRows | ShardedRows:
-    """Wrap a matrix for row access: ndarray, :class:`DenseRows` or :class:`ShardedRows`."""
-    if isinstance(D, (DenseRows, ShardedRows)):
+#: The former name of :class:`ShardFiles`.
+ShardedRows = ShardFiles
+
+
+def as_rows(D) -> DenseRows | ShardFiles:
+    """Wrap a matrix for row access: ndarray, :class:`DenseRows` or :class:`ShardFiles`."""
+    if isinstance(D, (DenseRows, ShardFiles)):
         return D
     if hasattr(D, "take_rows") and hasattr(D, "shape"):
         return D
     return DenseRows(np.asarray(D))
 
 
-def array_crc32(arr: np.ndarray, crc: int = 0, chunk_bytes: int = 1 << 26) -> int:
-    """CRC-32 of an array's bytes in C order, continuing from ``crc``, read in chunks so a memory
-    map is not loaded whole."""
-    flat = np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
-    for start in range(0, flat.size, chunk_bytes):
-        crc = zlib.crc32(flat[start : start + chunk_bytes], crc)
-    return crc
-
-
 def write_manifest(directory: str | os.PathLike, n: int, dtype, shards: list[ShardInfo],
                    row_order: dict | None = None) -> None:
-    """Atomically write the manifest that makes a shard directory readable by :class:`ShardedRows`.
+    """Atomically write the manifest that makes a shard directory readable by :class:`ShardFiles`.
 
     ``row_order`` is ``{"path": file, "crc32": crc}`` of an int64 ``.npy`` holding the row ids in
     storage order, or None for rows 0..n-1.
@@ -196,3 +226,84 @@ def write_manifest(directory: str | os.PathLike, n: int, dtype, shards: list[Sha
         meta["row_order"] = row_order
     tmp.write_text(json.dumps(meta, indent=1))
     os.replace(tmp, directory / MANIFEST)
+
+
+# --- writing shard files ----------------------------------------------------------------------
+
+def shard_name(start: int, stop: int) -> str:
+    """The file name of the shard holding row positions start:stop."""
+    return f"rows_{start:07d}_{stop:07d}.npy"
+
+
+def finished_shard(directory: Path, start: int, stop: int, n: int, *, log=None) -> ShardInfo | None:
+    """A previously written shard if it is complete and its checksum matches, else None (a damaged
+    one is removed, so it is recomputed)."""
+    name = shard_name(start, stop)
+    side = directory / (name + ".json")
+    if not (directory / name).exists() or not side.exists():
+        return None
+    try:
+        info = ShardInfo(**json.loads(side.read_text()))
+        arr = np.load(directory / name, mmap_mode="r")
+        ok = (arr.shape == (stop - start, n) and arr.dtype == np.float32 and info.start == start
+              and info.stop == stop and array_crc32(arr) == info.crc32)
+    except (OSError, ValueError, TypeError, json.JSONDecodeError, UnicodeDecodeError):
+        ok = False
+    if not ok:
+        if log is not None:
+            log.warning("shard %s is truncated or corrupt; recomputing it", directory / name)
+        (directory / name).unlink(missing_ok=True)
+        side.unlink(missing_ok=True)
+        return None
+    return info
+
+
+def _reserve(path: Path, directory: Path) -> None:
+    """Allocate every byte of ``path`` on the disk now, so writes through a memory map cannot fail
+    later for lack of space (which the kernel reports as SIGBUS, killing the process unexplained)."""
+    size = path.stat().st_size
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise ResourceError(
+                f"the disk holding {directory} is full: a geodesic shard needs {fmt_bytes(size)} and "
+                f"{fmt_bytes(free_disk_bytes(directory))} is free. Free disk space (or move run_dir / "
+                "--work-dir to a larger disk) and run the same command again: the finished shards are "
+                "kept and the computation resumes at this one") from exc
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise
+        # a file system without fallocate: the shard is written unreserved, as before
+    finally:
+        os.close(fd)
+
+
+def write_shard(directory: Path, start: int, stop: int, n: int, fill, *, sync: bool = False):
+    """Write the shard of row positions start:stop atomically with its checksum sidecar.
+
+    ``fill(out)`` writes the rows into ``out``, a float32 memory map of shape (stop - start, n)
+    whose disk space is already reserved, and may return a device copy of them. Returns
+    ``(ShardInfo, fill's result)``. ``sync`` flushes the pages before the rename (several nodes
+    sharing a file system); without it a shard torn by a crash of the machine fails its CRC-32
+    when reused and is recomputed.
+    """
+    name = shard_name(start, stop)
+    tmp = directory / f"{name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"  # one per writer
+    try:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(stop - start, n))
+        _reserve(tmp, directory)
+        kept = fill(out)
+        if sync:
+            out.flush()
+        crc = array_crc32(out)
+        del out
+        os.replace(tmp, directory / name)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    info = ShardInfo(start, stop, name, crc)
+    side_tmp = tmp.with_name(tmp.name.replace(".tmp", ".json.tmp"))
+    side_tmp.write_text(json.dumps(info.__dict__))
+    os.replace(side_tmp, directory / (name + ".json"))
+    return info, kept

@@ -1,15 +1,20 @@
 """Geodesic k-means kernels for device-resident row shards (Numba-CUDA).
 
-GPU twins of :func:`rapids_geovq.geodesic.kernels.medoid_costs` and
-:func:`~rapids_geovq.geodesic.kernels.swap_gains`: one thread per row of the shard, the same
-float64 operations in the same column order, so the sums are bit-equal to the CPU kernels' and
-geodesic k-means makes the same choices on either. Squares use ``dmul_rn`` (an explicitly
-rounded multiply) because the CUDA compiler would otherwise fuse ``s += d * d`` into one
-fused multiply-add, which rounds once instead of twice and so differs from the CPU.
+GPU twins of :func:`rapids_geovq.cpu.kernels.medoid_costs` and
+:func:`~rapids_geovq.cpu.kernels.swap_gains`: one thread per row of the shard, the same float64
+operations in the same column order, so the sums are bit-equal to the CPU kernels' and geodesic
+k-means makes the same choices on either. Squares use ``dmul_rn`` (an explicitly rounded
+multiply) because the CUDA compiler would otherwise fuse ``s += d * d`` into one fused
+multiply-add, which rounds once instead of twice and so differs from the CPU.
+
+A shard kept on the device is stored *transposed*, (n, rows) in C order: the threads of a warp
+handle 32 consecutive rows and read the same column of each, which are then 32 consecutive floats
+(one coalesced 128-byte load) instead of 32 loads a whole row apart. The summation order per row
+is unchanged, so the layout does not touch the bits.
 
 The driver (:class:`rapids_geovq.GeodesicKMeans`) is the same for both: it sends labels or the
-swap state (a few arrays of n values, copied to the device once per state) and gets back one
-number per row.
+swap state (a few arrays of n values, copied to the device once per state and reused by every
+task that gets the same state object) and gets back one number per row.
 """
 from __future__ import annotations
 
@@ -19,8 +24,9 @@ import threading
 import numpy as np
 from numba import cuda
 
-from .backend import to_host
-from .cuda_paths import device_module, simulated
+from ..common.arrays import to_host
+from .device import as_numba as _as_numba
+from .device import device_module, keep_on_device, simulated
 
 if simulated():
     def _mul(a, b):
@@ -30,21 +36,22 @@ else:  # pragma: no cover - needs a GPU
 
 
 @cuda.jit
-def _medoid_costs(block, rows, labels, members, seg_start, out):  # pragma: no cover - device code
+def _medoid_costs(block_t, rows, labels, members, seg_start, out):  # pragma: no cover - device code
     i = cuda.grid(1)
-    if i < block.shape[0]:
+    if i < rows.shape[0]:
         c = labels[rows[i]]
         s = 0.0
         for j in range(seg_start[c], seg_start[c + 1]):
-            d = float(block[i, members[j]])
+            d = float(block_t[members[j], i])
             s += _mul(d, d)
         out[i] = s
 
 
 @cuda.jit
-def _swap_gains(block, rows, is_medoid, nearest, d1, d2, removal, loss, delta_out, best_out):  # pragma: no cover
+def _swap_gains(block_t, lo, rows, is_medoid, nearest, d1, d2, removal, loss, delta_out, best_out):  # pragma: no cover
+    # candidate i is column lo + i of the transposed block (the rows lo:hi of the shard)
     i = cuda.grid(1)
-    if i >= block.shape[0]:
+    if i >= rows.shape[0]:
         return
     if is_medoid[rows[i]]:
         delta_out[i] = math.inf
@@ -54,8 +61,8 @@ def _swap_gains(block, rows, is_medoid, nearest, d1, d2, removal, loss, delta_ou
     for m in range(k):
         loss[m, i] = removal[m]  # (k, rows) layout: a warp's threads touch consecutive addresses
     acc = 0.0
-    for o in range(block.shape[1]):
-        d = float(block[i, o])
+    for o in range(block_t.shape[0]):
+        d = float(block_t[o, lo + i])
         d = _mul(d, d)
         a = d1[o]
         if d < a:
@@ -71,45 +78,95 @@ def _swap_gains(block, rows, is_medoid, nearest, d1, d2, removal, loss, delta_ou
     best_out[i] = best
 
 
-_THREADS = 128
-_cache_lock = threading.Lock()
-_cache: dict = {}  # the last host state copied to this device, by identity
+#: Threads per block: one warp, so a task of m rows is spread over m / 32 blocks (more blocks
+#: for the SMs than 128-thread blocks would give).
+_THREADS = 32
 
 
-def _on_device(arrays: tuple):
-    """Device copies of a tuple of host arrays, reused while the same tuple is passed again."""
-    xp = device_module()
-    with _cache_lock:
-        hit = _cache.get("state")
-        if hit is not None and hit[0] is arrays:
-            return hit[1]
-        dev = tuple(xp.asarray(a) for a in arrays)
-        _cache["state"] = (arrays, dev)  # holding the tuple keeps its id from being reused
-        return dev
+class _StateCache:
+    """The device copy of the last driver state seen by this process, keyed by the state's
+    identity (the driver sends one tuple object per state; tasks of one iteration share it)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._hit = None
+
+    def get(self, state: tuple):
+        xp = device_module()
+        with self._lock:
+            if self._hit is not None and self._hit[0] is state:
+                return self._hit[1]
+            dev = tuple(xp.asarray(a) for a in state)
+            if not simulated():
+                dev = tuple(_as_numba(a) for a in dev)
+            self._hit = (state, dev)  # holding the tuple keeps its id from being reused
+            return dev
 
 
-def medoid_costs(block, rows, labels, members, seg_start) -> np.ndarray:
-    """Per row of a device block: sum of squared distances to the members of its cluster (float64,
-    on the host); see :func:`rapids_geovq.geodesic.kernels.medoid_costs`."""
-    xp = device_module()
-    labels, members, seg_start = _on_device((labels, members, seg_start))
-    rows = xp.asarray(rows)
-    out = xp.empty(block.shape[0], dtype=xp.float64)
-    _medoid_costs[max(1, -(-block.shape[0] // _THREADS)), _THREADS](block, rows, labels, members, seg_start, out)
-    return to_host(out)
+_STATE = _StateCache()
 
 
-def swap_gains(block, rows, state) -> tuple[np.ndarray, np.ndarray]:
-    """Best swap per candidate row of a device block: (change of cost, medoid to remove), on the
-    host; see :func:`rapids_geovq.geodesic.kernels.swap_gains`. ``state`` is the driver's
-    ``(is_medoid, nearest, d1, d2, removal)``."""
-    xp = device_module()
-    is_medoid, nearest, d1, d2, removal = _on_device(state)
-    m = block.shape[0]
-    rows = xp.asarray(rows)
-    loss = xp.empty((removal.shape[0], m), dtype=xp.float64)
-    delta = xp.empty(m, dtype=xp.float64)
-    best = xp.empty(m, dtype=xp.int64)
-    _swap_gains[max(1, -(-m // _THREADS)), _THREADS](block, rows, is_medoid, nearest, d1, d2, removal, loss,
-                                                      delta, best)
-    return to_host(delta), to_host(best)
+def _blocks(m: int) -> int:
+    return max(1, -(-m // _THREADS))
+
+
+class CudaKMedoidKernels:
+    """The k-medoids kernels for transposed device blocks (see the module docstring); the same
+    interface as :class:`rapids_geovq.cpu.kmedoids.CpuKMedoidKernels`."""
+
+    name = "cuda"
+
+    @staticmethod
+    def hold(rows_block):
+        """``rows_block`` (rows, n), on the host or the device, as a transposed device block if the
+        GPU has room to keep it, else None."""
+        dev = keep_on_device(rows_block)
+        if dev is None:
+            return None
+        xp = device_module()
+        return xp.ascontiguousarray(dev.T)
+
+    @staticmethod
+    def medoid_costs(block_t, rows, args) -> np.ndarray:
+        """Per row: sum of squared distances to the members of its cluster (float64, on the host);
+        ``args = (labels, members, seg_start)`` as the driver sent it."""
+        xp = device_module()
+        labels, members, seg_start = _STATE.get(args)
+        m = int(rows.shape[0])
+        rows_d = xp.asarray(rows)
+        out = xp.empty(m, dtype=xp.float64)
+        launch = (block_t, rows_d, labels, members, seg_start, out)
+        if not simulated():  # pragma: no cover - needs a GPU
+            launch = tuple(a if not hasattr(a, "__cuda_array_interface__") or hasattr(a, "copy_to_host")
+                           else _as_numba(a) for a in launch)
+        _medoid_costs[_blocks(m), _THREADS](*launch)
+        return to_host(out)
+
+    @staticmethod
+    def swap_gains(block_t, rows, lo: int, hi: int, state) -> tuple[np.ndarray, np.ndarray]:
+        """Best swap per candidate row ``lo:hi`` of a transposed device block: (change of cost,
+        medoid to remove), on the host. ``state`` is the driver's ``(is_medoid, nearest, d1, d2,
+        removal)``."""
+        xp = device_module()
+        is_medoid, nearest, d1, d2, removal = _STATE.get(state)
+        m = hi - lo
+        rows_d = xp.asarray(rows[lo:hi])
+        loss = xp.empty((int(removal.shape[0]), m), dtype=xp.float64)
+        delta = xp.empty(m, dtype=xp.float64)
+        best = xp.empty(m, dtype=xp.int64)
+        launch = (block_t, np.int64(lo), rows_d, is_medoid, nearest, d1, d2, removal, loss, delta, best)
+        if not simulated():  # pragma: no cover - needs a GPU
+            launch = tuple(a if not hasattr(a, "__cuda_array_interface__") or hasattr(a, "copy_to_host")
+                           else _as_numba(a) for a in launch)
+        _swap_gains[_blocks(m), _THREADS](*launch)
+        return to_host(delta), to_host(best)
+
+    def __reduce__(self):
+        return (_cuda_kernels, ())
+
+
+CUDA_KERNELS = CudaKMedoidKernels()
+
+
+def _cuda_kernels():
+    return CUDA_KERNELS

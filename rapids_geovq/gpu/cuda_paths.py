@@ -34,24 +34,12 @@ import math
 import numpy as np
 from numba import cuda
 
+from ..common.arrays import to_host
+from .device import as_numba as _as_numba
+from .device import device_module, simulated
+
 #: Sources per batch (lanes). A batch holds n * lanes * 10 bytes on the device.
 DEFAULT_LANES = 1024
-
-
-def simulated() -> bool:
-    """True when Numba's CUDA simulator stands in for a GPU (tests)."""
-    from numba.core import config
-
-    return bool(config.ENABLE_CUDASIM)
-
-
-def device_module():
-    """The array module for device arrays: CuPy on a GPU, NumPy under the simulator."""
-    if simulated():
-        return np
-    import cupy
-
-    return cupy
 
 
 # --- kernels ---------------------------------------------------------------------------------
@@ -121,13 +109,6 @@ def _to_rows(dist, col_of, out):  # pragma: no cover
 
 
 # --- driver ----------------------------------------------------------------------------------
-
-def _as_numba(a):  # pragma: no cover - needs a GPU
-    try:
-        return cuda.as_cuda_array(a, sync=False)
-    except TypeError:  # older Numba: no sync argument
-        return cuda.as_cuda_array(a)
-
 
 def _blocks(n: int, threads: int) -> int:
     return max(1, -(-n // threads))
@@ -267,7 +248,7 @@ _GRAPHS: dict = {}  # per process (worker): the device copy of each path plan's 
 
 
 def plan_graph(plan) -> DeviceGraph:
-    """The device copy of a :class:`rapids_geovq.geodesic.shortest_paths.PathPlan`'s graph (made
+    """The device copy of a :class:`rapids_geovq.geodesic.plan.PathPlan`'s graph (made
     once per process; sources are row positions, columns come out in point order)."""
     hit = _GRAPHS.get(id(plan))
     if hit is None or hit[0] is not plan:
@@ -276,21 +257,28 @@ def plan_graph(plan) -> DeviceGraph:
     return hit[1]
 
 
-#: Device memory kept free when deciding whether a shard stays on the GPU (for the next batch's
-#: search state and for PyTorch).
-DEVICE_RESERVE_BYTES = 4 << 30
+class CudaPaths:
+    """The path solver of the GPU backends: batched exact search, ``DEFAULT_LANES`` sources per
+    launch; the rows of a shard it computed can stay on the device for k-means
+    (``keeps_rows_on_device``). One thread per process keeps a GPU busy."""
 
+    name = "cuda"
+    max_threads = 1
+    keeps_rows_on_device = True
 
-def keep_on_device(rows):
-    """``rows`` as a device array if the GPU has room to keep it (a host array is copied there),
-    else None: k-means then reads that shard from its file on the CPU."""
-    if simulated():  # "device" memory is host memory: a writable copy, as a device copy would be
-        return rows if isinstance(rows, np.ndarray) and rows.flags.writeable else np.array(rows)
-    import cupy
+    @staticmethod
+    def work_bytes(n: int) -> int:
+        return 0  # the search state lives in device memory, not in the host's
 
-    nbytes = 0 if isinstance(rows, cupy.ndarray) else rows.nbytes
-    free, _ = cupy.cuda.runtime.memGetInfo()
-    free += cupy.get_default_memory_pool().free_bytes()
-    if free - nbytes < DEVICE_RESERVE_BYTES:
-        return None
-    return cupy.asarray(rows)
+    @staticmethod
+    def device_kernels():
+        """The k-medoids kernels that read the shards this solver keeps on the device."""
+        from .cuda_kmeans import CUDA_KERNELS
+
+        return CUDA_KERNELS
+
+    def fill(self, plan, start: int, stop: int, out: np.ndarray):
+        """Rows at positions start:stop into ``out`` (host float32); returns their device array."""
+        rows = plan_graph(plan).rows(np.arange(start, stop))
+        out[...] = to_host(rows)
+        return rows

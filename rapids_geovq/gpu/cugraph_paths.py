@@ -36,22 +36,24 @@ import math
 
 import numpy as np
 
+from ..common.arrays import array_module
+from ..common.graphs import check_graph
+
 MODES = ("batched", "per_source")
 
 _INT32_MAX = int(np.iinfo(np.int32).max)
 
 _INSTALL_HINT = (
     "cugraph_rows needs RAPIDS cuGraph (pylibcugraph) and CuPy with a CUDA GPU, and they could "
-    "not be imported. Install them (pip install cugraph-cu12 cupy-cuda12x, or "
-    "conda install -c rapidsai -c conda-forge -c nvidia cugraph), or compute the geodesic rows "
-    "without cuGraph: geodesic.method=cuda (CuPy / Numba-CUDA) or geodesic.method=numba (CPU)."
+    "not be imported. Install them for your CUDA version (pip install pylibcugraph-cu12 "
+    "cupy-cuda12x, or pylibcugraph-cu13 cupy-cuda13x; or conda install -c rapidsai -c conda-forge "
+    "pylibcugraph), or compute the geodesic rows without cuGraph: geodesic.method=cuda "
+    "(CuPy / Numba-CUDA) or geodesic.method=numba (CPU)."
 )
 
 
 def _namespace(*arrays):
     """CuPy if any of ``arrays`` lives on a CUDA device, else NumPy."""
-    from .backend import array_module
-
     return next((array_module(a) for a in arrays if hasattr(a, "__cuda_array_interface__")), np)
 
 
@@ -270,10 +272,8 @@ def cugraph_rows(graph, sources, *, mode: str = "batched", batch: int = 64) -> n
     ImportError
         Where neither pylibcugraph nor cuGraph (with CuPy) can be imported.
     """
-    from rapids_geovq.geodesic.shortest_paths import check_graph
-
     batch = _check_mode_batch(mode, batch)
-    graph = check_graph(graph, allow_disconnected=True)
+    graph = check_graph(graph, allow_disconnected=True, directed=True)
     n = graph.shape[0]
     src = _check_sources(sources, n, np)
     solver, cp = _load_backend()
@@ -302,3 +302,29 @@ def cugraph_rows(graph, sources, *, mode: str = "batched", batch: int = 64) -> n
         out[start:stop] = cp.asnumpy(row[:super_node].reshape(stop - start, n).astype(cp.float32))
         del g, p2, i2, w2, row  # frees this batch's replicas before the next one is built
     return out
+
+
+def cugraph_problem() -> str | None:
+    """None if pylibcugraph (or cuGraph with cuDF) and CuPy import here, else the install hint."""
+    from .device import installed
+
+    if installed("cupy") and (installed("pylibcugraph") or (installed("cugraph") and installed("cudf"))):
+        return None
+    return _INSTALL_HINT
+
+
+class CugraphPaths:
+    """The path solver that asks cuGraph: one SSSP call per 64 sources on a super-source graph
+    (:func:`cugraph_rows`, ``mode="batched"``)."""
+
+    name = "cugraph"
+    max_threads = 1
+    keeps_rows_on_device = False
+
+    @staticmethod
+    def work_bytes(n: int) -> int:
+        return 0  # device memory
+
+    def fill(self, plan, start: int, stop: int, out: np.ndarray):
+        out[...] = cugraph_rows(plan.graph, plan.order[start:stop], mode="batched")
+        return None

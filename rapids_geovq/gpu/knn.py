@@ -1,18 +1,19 @@
 """Exact brute-force kNN on the GPU: CuPy distance products, or cuML's brute-force search.
 
-Both end in :func:`rapids_geovq.geodesic.knn.finish_knn`, as the CPU search does: candidates are
+Both end in :func:`rapids_geovq.common.exact_knn.finish_knn`, as the CPU search does: candidates are
 re-ranked by exact differences with ties to the lower index, and a row whose candidates cannot
 be proven to hold its k nearest (many points tied at the k-th distance) is recomputed in full.
 The neighbour lists are therefore the CPU reference's, ties included.
 
 The latents can come straight from the encoder: a CUDA torch tensor is read through DLPack
-without a copy (:func:`rapids_geovq.gpu.backend.from_torch`).
+without a copy (:func:`rapids_geovq.common.arrays.from_torch`).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ..geodesic.knn import GEMM_REL_ERR, RERANK_EXTRA, check_k, finish_knn
+from ..common.arrays import array_module, from_torch
+from ..common.exact_knn import GEMM_REL_ERR, RERANK_EXTRA, check_k, check_latents, finish_knn
 
 #: Query rows per distance block: 4096 x 60,000 float64 is 2 GB of device memory.
 BLOCK_ROWS = 4096
@@ -22,9 +23,6 @@ FLOAT32_REL_ERR = 1e-5
 
 def _latents(Z, xp=None):
     """Checked float64 latents on the device: a torch tensor is shared (DLPack), not copied."""
-    from ..geodesic.knn import check_latents
-    from .backend import from_torch
-
     if hasattr(Z, "detach"):
         Z = from_torch(Z)
     if xp is not None:
@@ -61,8 +59,6 @@ def brute_knn(Z, k: int, *, xp=None, block_rows: int = BLOCK_ROWS):
     distances : float64 ndarray (n, k), indices : int64 ndarray (n, k), on the host
         Equal to :func:`rapids_geovq.geodesic.knn.exact_knn`'s.
     """
-    from .backend import array_module
-
     Z = _latents(Z, xp)
     xp = array_module(Z)
     n = Z.shape[0]
@@ -111,14 +107,3 @@ def cuml_knn(Z, k: int):
     cand = cand[keep].reshape(n, m - 1)
     approx = approx[keep].reshape(n, m - 1)
     return finish_knn(Z, Z, cand, approx**2, k, rel_err=FLOAT32_REL_ERR, self_query=True)
-
-
-def gpu_knn(Z, k: int, *, method: str = "cupy"):
-    """Exact kNN on the GPU with ``method`` ``"cupy"`` (:func:`brute_knn`) or ``"cuml"``."""
-    if method == "cuml":
-        return cuml_knn(Z, k)
-    if method == "cupy":
-        import cupy
-
-        return brute_knn(Z, k, xp=cupy)
-    raise ValueError(f"GPU kNN method must be 'cupy' or 'cuml', got {method!r}")

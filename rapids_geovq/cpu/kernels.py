@@ -43,6 +43,9 @@ from numba.extending import intrinsic
 #: Sources searched together by :func:`multi_source_rows` (8 float64 = one 64-byte cache line;
 #: the kernel's lane code is written out for exactly 8).
 LANES = 8
+#: Cap on the circular bucket array of :func:`multi_source_rows`; beyond it the bucket width
+#: grows (the search stays exact: it is label-correcting).
+MAX_BUCKETS = 1 << 16
 
 
 _PREFETCH = "llvm.prefetch.p0" if _llvm.llvm_version_info >= (15,) else "llvm.prefetch.p0i8"
