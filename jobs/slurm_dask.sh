@@ -9,9 +9,13 @@
 # directory (run_dir in the job, default runs/<name>) must be on a file system all nodes share.
 #
 # GPU nodes: set GPUS_PER_NODE (e.g. sbatch --gres=gpu:8 with GPUS_PER_NODE=8): every node then
-# runs `dask cuda worker`, one worker per GPU, with CuPy and PyTorch sharing one RMM pool and no
-# spilling; the job runs with backend=rapids (override with backend=cupy), and each worker computes
-# its shards on its GPU and keeps them there for k-means.
+# runs `dask cuda worker`, one worker per GPU, with no spilling and, where RMM is installed, the
+# same memory set-up as geodesic.cluster=local (LocalCUDACluster(rmm_async=True,
+# rmm_allocator_external_lib_list=["cupy", "torch"])): RMM's CUDA async memory resource
+# (--rmm-async; without it RMM would allocate with plain cudaMalloc/cudaFree), and CuPy and PyTorch
+# allocating from it (--set-rmm-allocator-for-libs cupy,torch; dask-cuda 26.10 accepts cupy and
+# torch there). The job runs with backend=rapids (override with backend=cupy), and each worker
+# computes its shards on its GPU and keeps them there for k-means.
 #
 # Environment: RAPIDS_GEOVQ_ENV (a venv or conda prefix to activate, default ./.venv),
 # DASK_SCHEDULER_FILE (default $HOME/.rapids_geovq/scheduler-$SLURM_JOB_ID.json), GPUS_PER_NODE.
@@ -45,7 +49,13 @@ for _ in $(seq 60); do [ -f "$scheduler_file" ] && break; sleep 1; done
 gpus=${GPUS_PER_NODE:-0}
 if [ "$gpus" -gt 0 ]; then
   worker=(dask cuda worker --scheduler-file "$scheduler_file" --nthreads 1 --memory-limit 0
-          --device-memory-limit 0 --set-rmm-allocator-for-libs cupy,torch)
+          --device-memory-limit 0)
+  # as rapids_geovq.geodesic.engine does for LocalCUDACluster: RMM options only where RMM imports
+  # (dask cuda worker ignores unknown options, so a misspelt flag here would pass silently:
+  # benchmarks/gpu_api_check.py checks these against the installed CLI)
+  if python -c "import rmm" 2>/dev/null; then
+    worker+=(--rmm-async --rmm-release-threshold 1 --set-rmm-allocator-for-libs "cupy,torch")
+  fi
   per_node=$gpus
   set -- backend=rapids "$@"
 else

@@ -123,7 +123,9 @@ def share_gpu_memory_with_torch() -> dict:
     import rmm
     from rmm.allocators.cupy import rmm_cupy_allocator
 
-    rmm.mr.set_current_device_resource(rmm.mr.CudaAsyncMemoryResource())
+    # release_threshold=0: unused pool memory goes back to the driver at each synchronisation (RMM's
+    # default keeps it all), so memGetInfo stays true for the free-memory checks and for PyTorch.
+    rmm.mr.set_current_device_resource(rmm.mr.CudaAsyncMemoryResource(release_threshold=0))
     cupy.cuda.set_allocator(rmm_cupy_allocator)
     switched["cupy"] = True
     try:
