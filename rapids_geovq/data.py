@@ -130,6 +130,10 @@ def _check_split(images: np.ndarray, labels: np.ndarray, image_shape: tuple, wha
     if images.shape[0] != labels.shape[0]:
         raise DataError(f"{what}: {images.shape[0]} images but {labels.shape[0]} labels; "
                         f"the image and label files are from different datasets or truncated")
+    if labels.size and labels.max() > 9:
+        bad = np.flatnonzero(labels > 9)
+        raise DataError(f"{what}: {bad.size} labels lie outside the 10 classes 0-9 (first at index {bad[0]}: "
+                        f"{int(labels[bad[0]])}); the label file is corrupt or of another dataset: fetch it again")
 
 
 def load_idx_dir(directory: PathLike, *, image_shape: tuple = (28, 28)) -> MNIST:

@@ -218,7 +218,7 @@ def medoid_costs(block, rows, labels, members, seg_start, out):  # pragma: no co
 
 
 @njit(nogil=True, cache=True, boundscheck=False)
-def swap_gains(block, rows, is_medoid, nearest, d1, d2, removal, delta_out, best_out):  # pragma: no cover
+def swap_gains(block, rows, is_medoid, nearest, d1, d2, removal, delta_out, best_out, stop_below=-np.inf):  # pragma: no cover
     """Best FasterPAM swap for each candidate row (Schubert & Rousseeuw, 2021), squared distances.
 
     For candidate x (a row of ``block``) and each point o with nearest medoid ``nearest[o]`` at
@@ -227,6 +227,9 @@ def swap_gains(block, rows, is_medoid, nearest, d1, d2, removal, delta_out, best
     if x is between d1 and d2, removing o's medoid sends it to x instead of its second nearest.
     ``removal[m]`` is the cost of removing medoid m with no candidate added. Writes the change of
     total cost of the best swap and the position of the medoid to remove; medoids get +inf.
+    Stops after the first row whose change is below ``stop_below`` (an eager scan swaps it in, so
+    the rows after it would be evaluated against medoids about to change); returns the number of
+    rows written.
     """
     k = removal.size
     loss = np.empty(k, np.float64)
@@ -253,6 +256,26 @@ def swap_gains(block, rows, is_medoid, nearest, d1, d2, removal, delta_out, best
                 best = m
         delta_out[i] = loss[best] + acc
         best_out[i] = best
+        if delta_out[i] < stop_below:
+            return i + 1
+    return block.shape[0]
+
+
+@njit(nogil=True, cache=True, boundscheck=False)
+def first_invalid(block, rows):  # pragma: no cover
+    """The invalid entry (NaN, infinite or negative) of the lowest point id among the block's
+    rows, as ``(point, column, value)``; ``(-1, -1, 0.0)`` when every entry is valid."""
+    best_pt, best_col, best_val = -1, -1, 0.0
+    for i in range(block.shape[0]):
+        p = rows[i]
+        if best_pt != -1 and p > best_pt:
+            continue
+        for j in range(block.shape[1]):
+            d = np.float64(block[i, j])
+            if not (d >= 0.0 and d < np.inf):  # NaN fails both comparisons
+                best_pt, best_col, best_val = p, j, d
+                break
+    return best_pt, best_col, best_val
 
 
 @njit(nogil=True, cache=True, boundscheck=False)

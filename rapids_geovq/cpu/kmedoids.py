@@ -32,16 +32,32 @@ class CpuKMedoidKernels:
         return out
 
     @staticmethod
-    def swap_gains(block, rows, lo: int, hi: int, state) -> tuple[np.ndarray, np.ndarray]:
+    def swap_gains(block, rows, lo: int, hi: int, state, stop_below: float = -np.inf) -> tuple[np.ndarray, np.ndarray]:
         """Per candidate row ``lo:hi`` of the block: the change of cost of its best swap and the
-        medoid to remove. ``state`` is the driver's ``(is_medoid, nearest, d1, d2, removal)``."""
+        medoid to remove. ``state`` is the driver's ``(is_medoid, nearest, d1, d2, removal)``.
+        Rows after the first whose change is below ``stop_below`` are not evaluated (the arrays
+        returned end there)."""
         from .kernels import swap_gains
 
         is_medoid, nearest, d1, d2, removal = state
         delta = np.empty(hi - lo, np.float64)
         best = np.empty(hi - lo, np.int64)
-        swap_gains(block[lo:hi], rows[lo:hi], is_medoid, nearest, d1, d2, removal, delta, best)
-        return delta, best
+        m = swap_gains(block[lo:hi], rows[lo:hi], is_medoid, nearest, d1, d2, removal, delta, best, stop_below)
+        return delta[:m], best[:m]
+
+    @staticmethod
+    def first_invalid(block, rows):
+        """``(point, column, value)`` of the first NaN, infinite or negative entry (lowest point
+        id), or None."""
+        from .kernels import first_invalid
+
+        pt, col, val = first_invalid(block, rows)
+        return None if pt < 0 else (int(pt), int(col), float(val))
+
+    @staticmethod
+    def columns(block, cols) -> np.ndarray:
+        """The block's entries in columns ``cols``: float32 (rows, len(cols))."""
+        return np.array(block[:, np.asarray(cols, dtype=np.int64)], dtype=np.float32)
 
     def __reduce__(self):  # one shared instance per process
         return (_cpu_kernels, ())

@@ -151,6 +151,8 @@ class ThreadEngine:
     shares_memory = True
     #: Shard files need no flushing before others read them (one machine, one page cache).
     syncs_files = False
+    #: Fewest swap candidates per k-medoids task: a thread task costs microseconds to start.
+    min_task_rows = 1
 
     def __init__(self, n_workers: int | None = None):
         self.n_workers = int(n_workers or os.cpu_count() or 1)
@@ -160,6 +162,10 @@ class ThreadEngine:
         return list(range(self.n_workers))
 
     def scatter(self, obj, broadcast: bool = True):
+        return obj
+
+    def share(self, obj):
+        """``obj`` for the next few tasks (threads share it as it is)."""
         return obj
 
     @staticmethod
@@ -228,6 +234,9 @@ class DaskEngine:
     """
 
     shares_memory = False
+    #: Fewest swap candidates per k-medoids task: a Dask task costs milliseconds of round trip,
+    #: so it should carry at least that much work.
+    min_task_rows = 512
 
     def __init__(self, client, cluster=None):
         self.client = client
@@ -255,6 +264,11 @@ class DaskEngine:
         """One future of ``obj`` (a tuple stays one object, not one per item); on every worker when
         ``broadcast``, else moved to the workers that need it."""
         return self.client.scatter([obj], broadcast=broadcast, hash=False)[0]
+
+    def share(self, obj):
+        """``obj`` for the next few tasks, sent with them: a state that changes after every k-medoids
+        swap costs one blocking round trip per change when scattered, none when sent inline."""
+        return obj
 
     @staticmethod
     def in_process(obj):
@@ -289,9 +303,8 @@ class DaskEngine:
         return [sorted(who[f.key])[0] if who.get(f.key) else w for f, w in zip(futures, asked)]
 
     def cancel(self, futures) -> None:
-        futures = [f for f in futures if not f.done()]
-        if futures:
-            self.client.cancel(futures)
+        """Let go of ``futures``: once the caller drops them, the scheduler forgets their tasks (queued
+        ones never run). No blocking round trip, unlike ``Client.cancel``."""
 
     def memory_workers(self) -> int:
         """Dask workers hold their memory in their own processes: this one counts one."""
@@ -388,7 +401,9 @@ def _local_cuda(n_workers: int | None):
         # CuPy and PyTorch on each worker allocate from one stream-ordered RMM pool (CUDA's async
         # allocator), which gives freed memory back to the driver, so neither library holds what
         # the other needs and free-memory checks stay true.
-        kw.update(rmm_async=True, rmm_allocator_external_lib_list=["cupy", "torch"])
+        # (A release threshold of 1 byte: RMM's default keeps every freed byte in the pool, and
+        # dask-cuda reads 0 as "no threshold".)
+        kw.update(rmm_async=True, rmm_release_threshold=1, rmm_allocator_external_lib_list=["cupy", "torch"])
     # No spilling: the shards held on the GPUs are what k-means reads.
     lc = LocalCUDACluster(threads_per_worker=1, memory_limit=0, device_memory_limit=0,
                           dashboard_address=None, **kw)

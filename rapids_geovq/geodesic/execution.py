@@ -70,8 +70,12 @@ class Execution:
         solver = self.path_solver()
         return solver.device_kernels() if solver.keeps_rows_on_device else None
 
-    def swap_block_rows(self) -> int:
-        return int(self.block_rows or self.resolve_backend().swap_block_rows)
+    def swap_block_rows(self, engine=None) -> int:
+        """Swap candidates per k-medoids task: as given, else the backend's, raised to what a task
+        of ``engine`` must carry to be worth its start-up."""
+        if self.block_rows:
+            return int(self.block_rows)
+        return int(max(self.resolve_backend().swap_block_rows, getattr(engine, "min_task_rows", 1)))
 
     @property
     def owns_engine(self) -> bool:

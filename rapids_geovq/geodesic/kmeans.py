@@ -49,12 +49,24 @@ def _check_random_state(seed) -> np.random.Generator:
 
 # --- tasks run where a shard is held: the handle carries the kernels that read its block -----
 
-def _medoid_cost_task(handle, args) -> np.ndarray:
-    return handle.kernels.medoid_costs(handle.block, handle.rows, args)
+def _medoid_cost_task(handle, args, check_cols=None):
+    """Per-row cluster costs; with ``check_cols`` (the medoids, on the first pass of a fit) also the
+    shard's first invalid entry and its entries in those columns, for the driver's checks."""
+    cost = handle.kernels.medoid_costs(handle.block, handle.rows, args)
+    if check_cols is None:
+        return cost, None, None
+    return (cost, handle.kernels.first_invalid(handle.block, handle.rows),
+            handle.kernels.columns(handle.block, check_cols))
 
 
-def _swap_task(handle, lo: int, hi: int, state) -> tuple[np.ndarray, np.ndarray]:
-    return handle.kernels.swap_gains(handle.block, handle.rows, lo, hi, state)
+def _swap_task(handle, lo: int, hi: int, state, stop_below: float):
+    """Swap gains of candidate rows lo:hi, evaluated up to the first improving one, whose
+    distance row comes back with them (the driver needs it as the new medoid's row, and would
+    otherwise ask for it in another round trip)."""
+    delta, best = handle.kernels.swap_gains(handle.block, handle.rows, lo, hi, state, stop_below)
+    hits = np.flatnonzero(delta < stop_below)
+    hit_row = np.array(handle.data[lo + int(hits[0])], dtype=np.float32) if hits.size else None
+    return delta, best, hit_row
 
 
 class GeodesicKMeans(BaseEstimator, ClusterMixin):
@@ -110,9 +122,12 @@ class GeodesicKMeans(BaseEstimator, ClusterMixin):
 
         Parameters
         ----------
-        D : array of shape (n, n), ``DenseRows``, ``ShardedRows`` (shards on disk) or ``RowShards``
-            Geodesic distances, finite and non-negative. The swap scan follows the matrix's row
-            order (``order`` attribute; 0..n-1 for an array).
+        D : array of shape (n, n), ``DenseRows``, ``ShardFiles`` (shards on disk) or ``HeldShards``
+            Geodesic distances, finite, non-negative and symmetric. The swap scan follows the
+            matrix's row order (``order`` attribute; 0..n-1 for an array). Every entry is checked
+            in the fit's first pass over the rows (the first bad row is named), and so is the
+            symmetry D[p, m] = D[m, p] for every point p and the first medoids m: a matrix that
+            fails is refused (a ValueError saying how to fix it) rather than clustered.
         y : ignored
 
         Returns
@@ -129,15 +144,16 @@ class GeodesicKMeans(BaseEstimator, ClusterMixin):
         if len(shape) != 2 or shape[0] != shape[1]:
             raise ValueError(f"D must be a square distance matrix, got shape {shape}")
         ex = self.execution or Execution(backend="numpy")
-        self._block_rows = ex.swap_block_rows()
         with ex.open_engine() as engine:
+            self._block_rows = ex.swap_block_rows(engine)
             R = hold_matrix(engine, D, kernels=ex.shard_kernels())
             n = self._validate(R)
             rng = _check_random_state(self.random_state)
             best = None
             for run in tqdm(range(self.n_init), desc="geodesic k-means", unit="init", disable=not ex.progress):
                 medoids = self._kmeanspp(R, n, rng)
-                medoids, rows, n_iter = self._alternate(R, medoids)
+                # the first restart's first pass over the shards also validates all of D
+                medoids, rows, n_iter = self._alternate(R, medoids, check=run == 0)
                 n_swaps = 0
                 if self.swap:
                     medoids, rows, n_swaps = self._swap(R, medoids, rows)
@@ -170,15 +186,41 @@ class GeodesicKMeans(BaseEstimator, ClusterMixin):
             )
         if self.n_init < 1 or self.max_iter < 1 or self._block_rows < 1:
             raise ValueError("n_init, max_iter and block_rows must be >= 1")
-        probe = R.take_rows(np.unique(np.linspace(0, n - 1, min(n, 8)).astype(np.int64)))
-        if not np.isfinite(probe).all():
-            raise ValueError(
-                "D contains NaN or infinite distances (a disconnected graph or NaN latents); rebuild "
-                "the graph with knn_graph(..., disconnected='repair') from finite latents"
-            )
-        if (probe < 0).any():
-            raise ValueError("D contains negative distances")
         return n
+
+    @staticmethod
+    def _invalid(point: int, col: int, value: float) -> ValueError:
+        what = "negative" if value < 0 else ("NaN" if np.isnan(value) else "infinite")
+        return ValueError(
+            f"D contains NaN or infinite or negative distances: D[{point}, {col}] is {what} ({value}), and row "
+            f"{point} is the first bad row. Geodesic distances must be finite and non-negative; a disconnected "
+            "graph gives infinite ones and NaN latents NaN: rebuild the graph with "
+            "knn_graph(..., disconnected='repair') from finite latents")
+
+    def _check_rows(self, rows: np.ndarray, ids) -> None:
+        """Rows taken whole (seeding, medoid rows) are checked as they arrive."""
+        bad = ~((rows >= 0) & (rows < np.inf))
+        if bad.any():
+            i = int(np.argmax(bad.any(axis=1)))
+            j = int(np.argmax(bad[i]))
+            raise self._invalid(int(np.asarray(ids)[i]), j, float(rows[i, j]))
+
+    def _check_symmetric(self, medoids: np.ndarray, medoid_rows: np.ndarray, shard_rows, shard_cols) -> None:
+        """D[p, m] must equal D[m, p] (up to float32 rounding of sums taken in opposite orders) for
+        every point p and medoid m: rows are read as distances *from* a point."""
+        scale = float(np.max(medoid_rows)) if medoid_rows.size else 0.0
+        for rows, cols in zip(shard_rows, shard_cols):
+            want = medoid_rows[:, rows].T  # D[m, p] for p in this shard
+            off = ~np.isclose(cols, want, rtol=1e-5, atol=1e-6 * scale)
+            if off.any():
+                i, c = np.unravel_index(int(np.argmax(off)), off.shape)
+                p, m = int(rows[i]), int(medoids[c])
+                raise ValueError(
+                    f"D is not symmetric: D[{p}, {m}] = {cols[i, c]:.6g} but D[{m}, {p}] = {want[i, c]:.6g}. "
+                    "Geodesic k-means reads rows as distances from a point, so D must be symmetric, as "
+                    "shortest paths on an undirected graph are. A directed kNN graph (scikit-learn's "
+                    "kneighbors_graph) gives this: build the graph with rapids_geovq.knn_graph, or pass it "
+                    "to geodesic_matrix, which symmetrises it")
 
     def _kmeanspp(self, R, n: int, rng: np.random.Generator) -> np.ndarray:
         """Greedy k-means++ on squared distances (as scikit-learn's): each step draws
@@ -186,7 +228,9 @@ class GeodesicKMeans(BaseEstimator, ClusterMixin):
         the total cost most."""
         n_trials = 2 + int(np.log(self.n_clusters))
         medoids = [int(rng.integers(n))]
-        closest = R.take_rows([medoids[0]])[0].astype(np.float64) ** 2
+        first = R.take_rows([medoids[0]])
+        self._check_rows(first, medoids)
+        closest = first[0].astype(np.float64) ** 2
         for _ in range(1, self.n_clusters):
             total = closest.sum()
             if total <= 0:  # every remaining point coincides with a chosen medoid
@@ -199,7 +243,9 @@ class GeodesicKMeans(BaseEstimator, ClusterMixin):
             cand = np.minimum(cand, n - 1)
             # rounding can land a draw on a zero-cost point (a chosen medoid or its duplicate)
             cand = np.where(closest[cand] > 0, cand, int(np.argmax(closest)))
-            trial = np.minimum(closest[None, :], R.take_rows(cand).astype(np.float64) ** 2)
+            cand_rows = R.take_rows(cand)
+            self._check_rows(cand_rows, cand)
+            trial = np.minimum(closest[None, :], cand_rows.astype(np.float64) ** 2)
             best = int(np.argmin(trial.sum(axis=1)))
             medoids.append(int(cand[best]))
             closest = trial[best]
@@ -214,22 +260,31 @@ class GeodesicKMeans(BaseEstimator, ClusterMixin):
         labels[medoids] = np.arange(medoids.size)
         return labels, rows[labels, np.arange(rows.shape[1])]
 
-    @staticmethod
-    def _medoid_rows(R, medoids) -> np.ndarray:
-        rows = R.take_rows(medoids).astype(np.float64)
+    def _medoid_rows(self, R, medoids, *, keep32: bool = False):
+        rows32 = R.take_rows(medoids)
+        self._check_rows(rows32, medoids)
+        rows = rows32.astype(np.float64)
         rows *= rows
-        return rows
+        return (rows, rows32) if keep32 else rows
 
-    def _medoid_update(self, R, labels: np.ndarray, medoids: np.ndarray) -> np.ndarray:
+    def _medoid_update(self, R, labels: np.ndarray, medoids: np.ndarray, check=None) -> np.ndarray:
         """Per cluster, the member with the least sum of squared distances to the other members
-        (ties to the lowest point id)."""
+        (ties to the lowest point id). With ``check`` (the float32 medoid rows, on a fit's first
+        pass) the same pass over the shards also validates every entry of D and its symmetry on
+        the medoid columns."""
         k = self.n_clusters
         members = np.argsort(labels, kind="stable")
         seg_start = np.concatenate([[0], np.cumsum(np.bincount(labels, minlength=k))]).astype(np.int64)
         args = R.engine.scatter((labels, members, seg_start))
         cost = np.empty(R.n)
-        for rows, shard_cost in zip(R.rows, R.map_shards(_medoid_cost_task, args)):
+        results = R.map_shards(_medoid_cost_task, args, None if check is None else medoids)
+        for rows, (shard_cost, _, _) in zip(R.rows, results):
             cost[rows] = shard_cost
+        if check is not None:
+            bad = [r[1] for r in results if r[1] is not None]
+            if bad:
+                raise self._invalid(*min(bad))
+            self._check_symmetric(medoids, check, R.rows, [r[2] for r in results])
         new = medoids.copy()
         for c in range(k):
             mem = members[seg_start[c] : seg_start[c + 1]]
@@ -237,12 +292,12 @@ class GeodesicKMeans(BaseEstimator, ClusterMixin):
                 new[c] = mem[np.argmin(cost[mem])]
         return new
 
-    def _alternate(self, R, medoids: np.ndarray):
-        rows = self._medoid_rows(R, medoids)
+    def _alternate(self, R, medoids: np.ndarray, *, check: bool = False):
+        rows, rows32 = self._medoid_rows(R, medoids, keep32=True)
         n_iter = 0
         for n_iter in range(1, self.max_iter + 1):
             labels, _ = self._assign(rows, medoids)
-            new = self._medoid_update(R, labels, medoids)
+            new = self._medoid_update(R, labels, medoids, check=rows32 if check and n_iter == 1 else None)
             changed = np.flatnonzero(new != medoids)
             log.debug("k-means iteration %d: %d medoids moved", n_iter, changed.size)
             if changed.size == 0:
@@ -283,7 +338,9 @@ class GeodesicKMeans(BaseEstimator, ClusterMixin):
         eng = R.engine
         medoids = medoids.copy()
         state, near = self._swap_state(rows, medoids)
-        state_ref = eng.scatter(state, broadcast=False)
+        state_ref = eng.share(state)
+        # A relative threshold stops float noise from swapping back and forth.
+        stop_below = -1e-12 * max(float(np.sum(state[2])), 1e-300)
         depth = 2 * eng.n_workers
         workers = eng.workers()
         n_sent = 0
@@ -297,26 +354,28 @@ class GeodesicKMeans(BaseEstimator, ClusterMixin):
                 lo = next_pos - int(R.bounds[shard])
                 hi = min(lo + self._block_rows, R.rows[shard].size)
                 # consecutive blocks mostly share a shard: spread them over the workers
-                fut = R.submit(shard, _swap_task, lo, hi, state_ref, worker=workers[n_sent % len(workers)])
+                fut = R.submit(shard, _swap_task, lo, hi, state_ref, stop_below,
+                               worker=workers[n_sent % len(workers)])
                 n_sent += 1
                 pending.append((next_pos, next_pos + hi - lo, fut))
                 ahead += hi - lo
                 next_pos = (next_pos + hi - lo) % n
             p0, p1, fut = pending.popleft()
             ahead -= p1 - p0
-            delta, best = fut.result()
-            # A relative threshold stops float noise from swapping back and forth.
-            hits = np.flatnonzero(delta < -1e-12 * max(float(np.sum(state[2])), 1e-300))
+            delta, best, hit_row = fut.result()
+            hits = np.flatnonzero(delta < stop_below)
             if hits.size:
                 h = int(hits[0])
                 m, x = int(best[h]), int(R.order[p0 + h])
                 eng.cancel([f for _, _, f in pending])
                 pending.clear()
                 medoids[m] = x
-                rows[m] = self._medoid_rows(R, [x])[0]
+                self._check_rows(hit_row[None, :], [x])
+                rows[m] = hit_row.astype(np.float64) ** 2
                 ahead = 0
                 state, near = self._swap_state(rows, medoids, near, m)
-                state_ref = eng.scatter(state, broadcast=False)
+                state_ref = eng.share(state)
+                stop_below = -1e-12 * max(float(np.sum(state[2])), 1e-300)
                 n_swaps += 1
                 since_last = 0
                 next_pos = p0 + h + 1

@@ -143,10 +143,11 @@ class CudaKMedoidKernels:
         return to_host(out)
 
     @staticmethod
-    def swap_gains(block_t, rows, lo: int, hi: int, state) -> tuple[np.ndarray, np.ndarray]:
+    def swap_gains(block_t, rows, lo: int, hi: int, state, stop_below: float = -np.inf) -> tuple[np.ndarray, np.ndarray]:
         """Best swap per candidate row ``lo:hi`` of a transposed device block: (change of cost,
         medoid to remove), on the host. ``state`` is the driver's ``(is_medoid, nearest, d1, d2,
-        removal)``."""
+        removal)``. All rows are evaluated at once (``stop_below`` serves the CPU kernels' early
+        stop; the driver takes the first improving row either way)."""
         xp = device_module()
         is_medoid, nearest, d1, d2, removal = _STATE.get(state)
         m = hi - lo
@@ -160,6 +161,27 @@ class CudaKMedoidKernels:
                            else _as_numba(a) for a in launch)
         _swap_gains[_blocks(m), _THREADS](*launch)
         return to_host(delta), to_host(best)
+
+    @staticmethod
+    def first_invalid(block_t, rows):
+        """``(point, column, value)`` of the first NaN, infinite or negative entry (lowest point
+        id) of a transposed device block, or None."""
+        xp = device_module()
+        bad = ~((block_t >= 0) & (block_t < np.inf))  # (n, rows); NaN fails both
+        hit = to_host(bad.any(axis=0))
+        if not hit.any():
+            return None
+        r = np.flatnonzero(hit)
+        i = int(r[np.argmin(np.asarray(rows)[r])])
+        col = int(to_host(xp.argmax(bad[:, i])))
+        return int(rows[i]), col, float(to_host(block_t[col, i]))
+
+    @staticmethod
+    def columns(block_t, cols) -> np.ndarray:
+        """The block's entries in columns ``cols``: float32 (rows, len(cols)), on the host."""
+        xp = device_module()
+        return np.ascontiguousarray(to_host(block_t[xp.asarray(np.asarray(cols, dtype=np.int64))]).T,
+                                    dtype=np.float32)
 
     def __reduce__(self):
         return (_cuda_kernels, ())

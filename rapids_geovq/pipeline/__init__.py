@@ -12,6 +12,7 @@ from __future__ import annotations
 from ..config import JobConfig
 from . import stages
 from .context import RunContext
+from .disk import full_disk_names
 from .layout import RunLayout
 from .metrics import collect_metrics, write_metrics
 from .records import STAGE_VERSIONS, save_npz
@@ -22,7 +23,7 @@ def run_job(cfg: JobConfig) -> dict:
     from .. import report
 
     with RunContext(cfg) as ctx:
-        stages.load_data(ctx)
+        stages.load_data(ctx)  # also checks the settings against the data, and the disk for the run
         stages.train_vae(ctx)
         stages.encode_latents(ctx)
         stages.evaluate_vae(ctx)
@@ -35,9 +36,10 @@ def run_job(cfg: JobConfig) -> dict:
         stages.priors(ctx)
         stages.vqvae(ctx)
         metrics = collect_metrics(ctx)
-        write_metrics(ctx.layout, metrics)
-        report.write_figures(ctx)
-        report.write_report(ctx.layout, cfg, metrics)
+        with full_disk_names(ctx.layout.root, "metrics, figures and report"):
+            write_metrics(ctx.layout, metrics)
+            report.write_figures(ctx)
+            report.write_report(ctx.layout, cfg, metrics)
     return metrics
 
 

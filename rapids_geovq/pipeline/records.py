@@ -155,7 +155,9 @@ class StageCache:
         log.info("stage %-14s running", name)
         reset_peak_rss()
         t0 = time.perf_counter()
-        with AnonPeak() as anon:
+        from .disk import full_disk_names
+
+        with AnonPeak() as anon, full_disk_names(self.layout.root, f"stage {name}"):
             result = fn()
         result = json.loads(json.dumps(result, default=jsonable))  # as it will read back
         record = {"key": key, "stage": name, "seconds": round(time.perf_counter() - t0, 2),
