@@ -16,7 +16,7 @@ point to its medoid. The fit runs, per restart:
 The matrix stays where it is: row shards on an engine (threads in this process, or Dask workers,
 see :mod:`rapids_geovq.geodesic.engine`). The driver holds only per-point arrays and the K medoid
 rows; it sends labels or the swap state to the shards and gets back per-row sums (the compiled
-kernels of :mod:`rapids_geovq.geodesic.kernels`). Blocks of swap candidates are evaluated ahead
+kernels of :mod:`rapids_geovq.cpu.kernels`). Blocks of swap candidates are evaluated ahead
 on all workers (one without the shard memory-maps its file) against the current medoids and used
 in scan order; after a swap the evaluations
 made against the old medoids are dropped, so the swaps made are exactly those of a one-candidate-
