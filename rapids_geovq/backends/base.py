@@ -88,6 +88,19 @@ class Backend:
 
         return {"numba": NumbaPaths, "scipy": ScipyPaths}[method]()
 
+    def bounded_graph(self, plan):
+        """A graph prepared once for bounded searches (on-demand k-medoids), shared by threads."""
+        from ..cpu.bounded_paths import BoundedGraph
+
+        return BoundedGraph.from_plan(plan)
+
+    def bounded_search(self, graph):
+        """One thread's bounded-search state on ``graph`` (``rows``, ``swap_gains``,
+        ``member_costs``, all bit-equal to the dense kernels)."""
+        from ..cpu.bounded_paths import BoundedSearch
+
+        return BoundedSearch(graph)
+
     def engine_spec(self, cluster: str, n_workers: int | None) -> tuple[str, int | None]:
         """The engine to start for a ``geodesic.cluster`` setting (see
         :func:`rapids_geovq.geodesic.engine.connect`)."""

@@ -57,6 +57,16 @@ class CupyBackend(Backend):
             return CudaPaths()
         return super()._make_solver(method)
 
+    def bounded_graph(self, plan):
+        from ..gpu.cuda_bounded import DeviceBoundedGraph
+
+        return DeviceBoundedGraph.from_plan(plan)
+
+    def bounded_search(self, graph):
+        from ..gpu.cuda_bounded import DeviceBoundedSearch
+
+        return DeviceBoundedSearch(graph)
+
     def engine_spec(self, cluster: str, n_workers: int | None):
         if cluster == "threads" and n_workers is None:
             return cluster, 1  # this process's GPU; several GPUs: geodesic.cluster=local (dask-cuda)

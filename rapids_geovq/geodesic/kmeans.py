@@ -9,20 +9,28 @@ point to its medoid. The fit runs, per restart:
    changing;
 3. optionally, eager swap refinement in the manner of FasterPAM (Schubert & Rousseeuw, 2021):
    candidates are scanned in the matrix's row order and the first one whose best (medoid,
-   candidate) swap lowers the cost is swapped in at once, until a whole pass over the points
+   candidate) swap lowers the cost is swapped in at once, until a whole pass over the candidates
    improves nothing. Step 2 alone can stop in a poor local optimum; a swap-optimal solution is
    also Voronoi-stable.
 
-The matrix stays where it is: row shards on an engine (threads in this process, or Dask workers,
-see :mod:`rapids_geovq.geodesic.engine`). The driver holds only per-point arrays and the K medoid
-rows; it sends labels or the swap state to the shards and gets back per-row sums (the compiled
-kernels of :mod:`rapids_geovq.cpu.kernels`). Blocks of swap candidates are evaluated ahead
-on all workers (one without the shard memory-maps its file) against the current medoids and used
-in scan order; after a swap the evaluations
-made against the old medoids are dropped, so the swaps made are exactly those of a one-candidate-
-at-a-time scan, whatever the number of workers. Each row's result depends only on that row, and
-the driver's sums run over points in a fixed order, so medoids, labels and inertia are identical
-with any number of workers, with or without a cluster.
+The algorithm (:class:`KMedoidsDriver`) asks a *distance source* for what it needs: whole rows
+(seeding, medoid rows), per-point cluster costs, and swap gains for blocks of candidates. Two
+sources give it:
+
+* :class:`DenseSource` (this module, :class:`GeodesicKMeans`): the whole matrix, as row shards on
+  an engine (threads in this process, or Dask workers, see :mod:`rapids_geovq.geodesic.engine`).
+  The driver holds only per-point arrays and the K medoid rows; it sends labels or the swap state
+  to the shards and gets back per-row sums (the compiled kernels of :mod:`rapids_geovq.cpu.kernels`
+  or their GPU twins).
+* :class:`~rapids_geovq.geodesic.ondemand.OnDemandSource` (:class:`~rapids_geovq.geodesic.ondemand.OnDemandKMedoids`):
+  no matrix; every distance computed from the graph when needed, by bounded exact searches.
+
+Blocks of swap candidates are evaluated ahead against the current medoids and used in scan order;
+after a swap the evaluations made against the old medoids are dropped, so the swaps made are
+exactly those of a one-candidate-at-a-time scan, whatever the number of workers. Each row's result
+depends only on that row, and the driver's sums run over points in a fixed order, so medoids,
+labels and inertia are identical with any number of workers, with or without a cluster, and for
+either source where both evaluate the same candidates.
 
 Rows are used as distances *from* a point, so the matrix must be symmetric, as geodesic distances
 on an undirected graph are.
@@ -47,6 +55,25 @@ def _check_random_state(seed) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
+def invalid_distance(point: int, col: int, value: float) -> ValueError:
+    """The error for a NaN, infinite or negative entry D[point, col]."""
+    what = "negative" if value < 0 else ("NaN" if np.isnan(value) else "infinite")
+    return ValueError(
+        f"D contains NaN or infinite or negative distances: D[{point}, {col}] is {what} ({value}), and row "
+        f"{point} is the first bad row. Geodesic distances must be finite and non-negative; a disconnected "
+        "graph gives infinite ones and NaN latents NaN: rebuild the graph with "
+        "knn_graph(..., disconnected='repair') from finite latents")
+
+
+def check_rows(rows: np.ndarray, ids) -> None:
+    """Rows taken whole (seeding, medoid rows) are checked as they arrive."""
+    bad = ~((rows >= 0) & (rows < np.inf))
+    if bad.any():
+        i = int(np.argmax(bad.any(axis=1)))
+        j = int(np.argmax(bad[i]))
+        raise invalid_distance(int(np.asarray(ids)[i]), j, float(rows[i, j]))
+
+
 # --- tasks run where a shard is held: the handle carries the kernels that read its block -----
 
 def _medoid_cost_task(handle, args, check_cols=None):
@@ -69,7 +96,398 @@ def _swap_task(handle, lo: int, hi: int, state, stop_below: float):
     return delta, best, hit_row
 
 
-class GeodesicKMeans(BaseEstimator, ClusterMixin):
+class DenseSource:
+    """Distances read from a whole matrix held as row shards on an engine.
+
+    Parameters
+    ----------
+    R : HeldShards
+    block_rows : int
+        Swap candidates per task (never crossing a shard).
+    """
+
+    #: The swap scan covers every point; no pass changes the candidates.
+    refreshes_candidates = False
+
+    def __init__(self, R, block_rows: int):
+        self.R = R
+        self.n = R.n
+        self.engine = R.engine
+        self.block_rows = block_rows
+        self._workers = self.engine.workers()
+        self._sent = 0
+
+    # -- whole rows ---------------------------------------------------------------------------
+    def rows(self, points) -> np.ndarray:
+        """Rows ``points`` as float32 (m, n), checked for NaN, inf and negative entries."""
+        rows = self.R.take_rows(points)
+        check_rows(rows, points)
+        return rows
+
+    def seed_first(self, point: int) -> np.ndarray:
+        return self.rows([point])
+
+    def seed_trials(self, cand) -> np.ndarray:
+        return self.rows(cand)
+
+    def seed_chosen(self, j: int) -> None:
+        """Trial ``j`` of the last :meth:`seed_trials` became a medoid (nothing to keep here)."""
+
+    # -- cluster costs ------------------------------------------------------------------------
+    def costs(self, labels, members, seg_start, medoids, check_rows32=None) -> np.ndarray:
+        """Per point, the sum of squared distances to the members of its cluster (float64, (n,)).
+        With ``check_rows32`` (the float32 medoid rows), the same pass validates every entry of
+        the matrix and its symmetry on the medoid columns."""
+        R = self.R
+        args = R.engine.scatter((labels, members, seg_start))
+        cost = np.empty(R.n)
+        results = R.map_shards(_medoid_cost_task, args, None if check_rows32 is None else medoids)
+        for rows, (shard_cost, _, _) in zip(R.rows, results):
+            cost[rows] = shard_cost
+        if check_rows32 is not None:
+            bad = [r[1] for r in results if r[1] is not None]
+            if bad:
+                raise invalid_distance(*min(bad))
+            _check_symmetric(medoids, check_rows32, R.rows, [r[2] for r in results])
+        return cost
+
+    # -- swaps --------------------------------------------------------------------------------
+    def swap_scan(self, medoids, labels, rows) -> np.ndarray:
+        """The points the swap phase scans, in scan order: all of them, in the matrix's row order."""
+        return self.R.order
+
+    def share_state(self, state, near, medoids):
+        return self.engine.share(state)
+
+    def block_end(self, pos: int) -> int:
+        R = self.R
+        shard = int(np.searchsorted(R.bounds, pos, side="right") - 1)
+        return min(pos + self.block_rows, int(R.bounds[shard + 1]))
+
+    def submit_swap(self, scan, p0: int, p1: int, ctx, stop_below: float):
+        """Swap gains of scan positions p0:p1 (one shard; ``scan`` is the matrix's row order), a
+        future of (delta, best, hit_row)."""
+        R = self.R
+        shard = int(np.searchsorted(R.bounds, p0, side="right") - 1)
+        lo = p0 - int(R.bounds[shard])
+        # consecutive blocks mostly share a shard: spread them over the workers
+        worker = self._workers[self._sent % len(self._workers)]
+        self._sent += 1
+        return R.submit(shard, _swap_task, lo, lo + p1 - p0, ctx, stop_below, worker=worker)
+
+    def lookahead(self) -> int:
+        return 2 * self.engine.n_workers
+
+
+def _check_symmetric(medoids: np.ndarray, medoid_rows: np.ndarray, shard_rows, shard_cols) -> None:
+    """D[p, m] must equal D[m, p] (up to float32 rounding of sums taken in opposite orders) for
+    every point p and medoid m: rows are read as distances *from* a point."""
+    scale = float(np.max(medoid_rows)) if medoid_rows.size else 0.0
+    for rows, cols in zip(shard_rows, shard_cols):
+        want = medoid_rows[:, rows].T  # D[m, p] for p in this shard
+        off = ~np.isclose(cols, want, rtol=1e-5, atol=1e-6 * scale)
+        if off.any():
+            i, c = np.unravel_index(int(np.argmax(off)), off.shape)
+            p, m = int(rows[i]), int(medoids[c])
+            raise ValueError(
+                f"D is not symmetric: D[{p}, {m}] = {cols[i, c]:.6g} but D[{m}, {p}] = {want[i, c]:.6g}. "
+                "Geodesic k-means reads rows as distances from a point, so D must be symmetric, as "
+                "shortest paths on an undirected graph are. A directed kNN graph (scikit-learn's "
+                "kneighbors_graph) gives this: build the graph with rapids_geovq.knn_graph, or pass it "
+                "to geodesic_matrix, which symmetrises it")
+
+
+class KMedoidsDriver(BaseEstimator, ClusterMixin):
+    """The k-medoids algorithm over a distance source (see the module docstring); subclasses
+    say where the distances come from.
+
+    Parameters
+    ----------
+    n_clusters : int, default=64
+        Number of medoids (codebook size).
+    n_init : int, default=3
+        Restarts from different k-means++ seeds; the lowest inertia is kept.
+    max_iter : int, default=100
+        Cap on alternating iterations per restart.
+    swap : bool, default=True
+        Refine each restart with eager FasterPAM-style swaps after the alternating phase.
+    max_swap_passes : int, default=20
+        Cap on full passes over the candidates in the swap phase.
+    random_state : int, numpy Generator or None
+        Seed for the k-means++ draws.
+    execution : Execution, optional
+        Where the work runs (engine, workers, backend, swap block size, progress bar; see
+        :class:`rapids_geovq.geodesic.execution.Execution`). Results do not depend on it.
+    """
+
+    #: Seconds between saved states in the swap phase (when the fit saves its state at all).
+    checkpoint_seconds = 60.0
+
+    def __init__(self, n_clusters: int = 64, *, n_init: int = 3, max_iter: int = 100, swap: bool = True,
+                 max_swap_passes: int = 20, random_state=None, execution: Execution | None = None):
+        self.n_clusters = n_clusters
+        self.n_init = n_init
+        self.max_iter = max_iter
+        self.swap = swap
+        self.max_swap_passes = max_swap_passes
+        self.random_state = random_state
+        self.execution = execution
+
+    def fit_predict(self, X, y=None) -> np.ndarray:
+        """Fit and return ``labels_``."""
+        return self.fit(X).labels_
+
+    # -- the algorithm ----------------------------------------------------------------------
+
+    def _check_params(self, n: int) -> None:
+        k = self.n_clusters
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"n_clusters must be a positive integer, got {k!r}")
+        if k > n:
+            raise ValueError(
+                f"n_clusters={k} is more than the {n} points to cluster; use n_clusters <= {n} "
+                "(or cluster more latents)"
+            )
+        if self.n_init < 1 or self.max_iter < 1 or self.max_swap_passes < 1:
+            raise ValueError("n_init, max_iter and max_swap_passes must be >= 1")
+
+    def _run(self, src, *, progress: bool = False, resume=None, checkpoint=None) -> None:
+        """All restarts on ``src``; sets the fitted attributes. ``resume`` is a saved state to
+        continue from and ``checkpoint(state)`` is called at safe points with the state to save
+        (both optional; see :mod:`rapids_geovq.geodesic.ondemand`)."""
+        from tqdm.auto import tqdm
+
+        n = src.n
+        self._check_params(n)
+        rng = _check_random_state(self.random_state)
+        best = None
+        first = 0
+        if resume is not None:
+            first, best = resume["restart"], resume["best"]
+            rng.bit_generator.state = resume["rng_state"]
+        for run in tqdm(range(first, self.n_init), desc="geodesic k-means", unit="init", disable=not progress,
+                        initial=first, total=self.n_init):
+            here = resume if resume is not None and resume["restart"] == run else None
+            if here is None or here["phase"] == "start":
+                medoids = self._kmeanspp(src, n, rng)
+                if checkpoint:
+                    checkpoint(self._state(run, "seeded", rng, best, medoids=medoids))
+                here = None
+            else:
+                medoids = np.asarray(here["medoids"], dtype=np.int64)
+            if here is None or here["phase"] == "seeded":
+                # the first restart's first pass over the matrix also validates all of it
+                medoids, rows, n_iter = self._alternate(src, medoids, check=run == 0)
+                if checkpoint:
+                    checkpoint(self._state(run, "alternated", rng, best, medoids=medoids, n_iter=n_iter))
+                swap_from = None
+            else:
+                n_iter = int(here["n_iter"])
+                rows = self._medoid_rows(src, medoids)
+                swap_from = here if here["phase"] == "swapping" else None
+            n_swaps = 0
+            if self.swap:
+                cp = None if checkpoint is None else (
+                    lambda **kw: checkpoint(self._state(run, "swapping", rng, best, n_iter=n_iter, **kw)))
+                medoids, rows, n_swaps = self._swap(src, medoids, rows, resume=swap_from, checkpoint=cp)
+            labels, d1 = self._assign(rows, medoids)
+            inertia = float(np.sum(d1))
+            log.info("k-means restart %d: inertia %.6g after %d iterations and %d swaps",
+                     run, inertia, n_iter, n_swaps)
+            if best is None or inertia < best[0]:
+                best = (inertia, medoids, labels, n_iter, n_swaps)
+            if checkpoint:
+                checkpoint(self._state(run + 1, "start", rng, best))
+            resume = None
+        self.inertia_, self.medoid_indices_, self.labels_, self.n_iter_, self.n_swaps_ = best
+
+    @staticmethod
+    def _state(restart: int, phase: str, rng, best, **kw) -> dict:
+        return {"restart": restart, "phase": phase, "rng_state": rng.bit_generator.state, "best": best, **kw}
+
+    def _kmeanspp(self, src, n: int, rng: np.random.Generator) -> np.ndarray:
+        """Greedy k-means++ on squared distances (as scikit-learn's): each step draws
+        ``2 + log(k)`` candidates proportional to the current cost and keeps the one that lowers
+        the total cost most."""
+        n_trials = 2 + int(np.log(self.n_clusters))
+        medoids = [int(rng.integers(n))]
+        closest = src.seed_first(medoids[0])[0].astype(np.float64) ** 2
+        for _ in range(1, self.n_clusters):
+            total = closest.sum()
+            if total <= 0:  # every remaining point coincides with a chosen medoid
+                rest = np.setdiff1d(np.arange(n), medoids)
+                pick = int(rng.choice(rest))
+                medoids.append(pick)
+                continue
+            cum = np.cumsum(closest)
+            cand = np.searchsorted(cum, rng.uniform(0.0, total, n_trials), side="right")
+            cand = np.minimum(cand, n - 1)
+            # rounding can land a draw on a zero-cost point (a chosen medoid or its duplicate)
+            cand = np.where(closest[cand] > 0, cand, int(np.argmax(closest)))
+            trial = np.minimum(closest[None, :], src.seed_trials(cand).astype(np.float64) ** 2)
+            best = int(np.argmin(trial.sum(axis=1)))
+            medoids.append(int(cand[best]))
+            src.seed_chosen(best)
+            closest = trial[best]
+        return np.array(medoids, dtype=np.int64)
+
+    @staticmethod
+    def _assign(rows: np.ndarray, medoids: np.ndarray):
+        """Nearest medoid per point (ties to the lower cluster) from the squared medoid rows. A
+        medoid always belongs to its own cluster, even when it duplicates another medoid, so no
+        cluster is ever empty."""
+        labels = np.argmin(rows, axis=0).astype(np.int64)
+        labels[medoids] = np.arange(medoids.size)
+        return labels, rows[labels, np.arange(rows.shape[1])]
+
+    @staticmethod
+    def _medoid_rows(src, medoids, *, keep32: bool = False):
+        rows32 = src.rows(medoids)
+        rows = rows32.astype(np.float64)
+        rows *= rows
+        return (rows, rows32) if keep32 else rows
+
+    def _medoid_update(self, src, labels: np.ndarray, medoids: np.ndarray, check=None) -> np.ndarray:
+        """Per cluster, the member with the least sum of squared distances to the other members
+        (ties to the lowest point id), among the members the source scores (all of them, for the
+        dense source). With ``check`` (the float32 medoid rows, on a fit's first pass) the dense
+        source's pass over the shards also validates every entry of D and its symmetry."""
+        k = self.n_clusters
+        members = np.argsort(labels, kind="stable")
+        seg_start = np.concatenate([[0], np.cumsum(np.bincount(labels, minlength=k))]).astype(np.int64)
+        cost = src.costs(labels, members, seg_start, medoids, check)
+        new = medoids.copy()
+        for c in range(k):
+            mem = members[seg_start[c] : seg_start[c + 1]]
+            if mem.size:
+                new[c] = mem[np.argmin(cost[mem])]
+        return new
+
+    def _alternate(self, src, medoids: np.ndarray, *, check: bool = False):
+        rows, rows32 = self._medoid_rows(src, medoids, keep32=True)
+        n_iter = 0
+        for n_iter in range(1, self.max_iter + 1):
+            labels, _ = self._assign(rows, medoids)
+            new = self._medoid_update(src, labels, medoids, check=rows32 if check and n_iter == 1 else None)
+            changed = np.flatnonzero(new != medoids)
+            log.debug("k-means iteration %d: %d medoids moved", n_iter, changed.size)
+            if changed.size == 0:
+                break
+            rows[changed] = self._medoid_rows(src, new[changed])
+            medoids = new
+        return medoids, rows, n_iter
+
+    def _swap_state(self, rows: np.ndarray, medoids: np.ndarray, near=None, changed: int = -1):
+        """(is_medoid, nearest, d1, d2, removal) for the swap kernel; ``near`` holds the nearest /
+        second-nearest arrays, updated in place for a change of medoid ``changed`` (-1: all)."""
+        from ..cpu.kernels import nearest_two
+
+        n = rows.shape[1]
+        if near is None:
+            near = (np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n), np.empty(n))
+            changed = -1
+        n1, n2, d1, d2 = near
+        nearest_two(rows, changed, n1, n2, d1, d2)
+        if rows.shape[0] == 1:
+            d2 = np.full(n, np.inf)
+        removal = np.bincount(n1, weights=d2 - d1, minlength=self.n_clusters)
+        is_medoid = np.zeros(n, np.bool_)
+        is_medoid[medoids] = True
+        return (is_medoid, n1.copy(), d1.copy(), d2.copy(), removal), near
+
+    def _swap(self, src, medoids: np.ndarray, rows: np.ndarray, *, resume=None, checkpoint=None):
+        """Eager FasterPAM-style swaps: the first improving candidate in scan order is swapped in.
+
+        Blocks of candidates are evaluated ahead against the current medoids and consumed in scan
+        order. After a swap the scan resumes just past the swapped-in candidate and evaluations
+        made against the old medoids are dropped, so the swaps are those a one-candidate-at-a-time
+        scan would make. It stops after a full pass over the candidates with no swap. A source
+        whose candidates depend on the medoids draws them anew at the start of each pass (and
+        looks ahead only within a pass).
+        """
+        import time
+
+        k, n = self.n_clusters, src.n
+        if k == n or k == 1:  # nothing to swap, or the alternating step is already optimal
+            return medoids, rows, 0
+        eng = src.engine
+        medoids = medoids.copy()
+        state, near = self._swap_state(rows, medoids)
+        n_swaps = passes = since_last = next_pos = 0
+        scan = None
+        if resume is not None:
+            n_swaps, passes, since_last, next_pos = (int(resume[x]) for x in ("n_swaps", "passes", "since_last",
+                                                                            "next_pos"))
+            scan = None if resume.get("scan") is None else np.asarray(resume["scan"], dtype=np.int64)
+        if scan is None:
+            scan = src.swap_scan(medoids, near[0], rows)
+        N = scan.size
+        ctx = src.share_state(state, near, medoids)
+        # A relative threshold stops float noise from swapping back and forth.
+        stop_below = -1e-12 * max(float(np.sum(state[2])), 1e-300)
+        depth = src.lookahead()
+        ahead = 0  # candidates submitted but not yet consumed
+        pending: deque = deque()
+        last_save = time.monotonic()
+        while since_last < N and passes < self.max_swap_passes:
+            while len(pending) < depth and since_last + ahead < N:
+                if src.refreshes_candidates and pending and pending[-1][1] == N:
+                    break  # the next pass's candidates depend on this pass's swaps
+                p1 = min(src.block_end(next_pos), N)
+                fut = src.submit_swap(scan, next_pos, p1, ctx, stop_below)
+                pending.append((next_pos, p1, fut))
+                ahead += p1 - next_pos
+                next_pos = p1 % N
+            p0, p1, fut = pending.popleft()
+            ahead -= p1 - p0
+            delta, best, hit_row = fut.result()
+            hits = np.flatnonzero(delta < stop_below)
+            pass_done = False
+            if hits.size:
+                h = int(hits[0])
+                m, x = int(best[h]), int(scan[p0 + h])
+                eng.cancel([f for _, _, f in pending])
+                pending.clear()
+                medoids[m] = x
+                if hit_row is None:
+                    hit_row = src.rows([x])[0]
+                else:
+                    check_rows(hit_row[None, :], [x])
+                rows[m] = hit_row.astype(np.float64) ** 2
+                ahead = 0
+                state, near = self._swap_state(rows, medoids, near, m)
+                ctx = src.share_state(state, near, medoids)
+                stop_below = -1e-12 * max(float(np.sum(state[2])), 1e-300)
+                n_swaps += 1
+                since_last = 0
+                next_pos = p0 + h + 1
+                if next_pos == N:
+                    next_pos = 0
+                    passes += 1
+                    pass_done = True
+            else:
+                since_last += p1 - p0
+                if p1 == N:
+                    passes += 1
+                    pass_done = True
+                    log.debug("k-means swap pass %d: %d swaps so far, cost %.6g", passes, n_swaps,
+                              float(np.sum(state[2])))
+            if pass_done and src.refreshes_candidates and since_last < N:
+                # a pass with swaps moved medoids: draw the candidates again (no look-ahead
+                # crossed the end of the pass, so nothing evaluated on the old list is pending)
+                new_scan = src.swap_scan(medoids, near[0], rows)
+                if not np.array_equal(new_scan, scan):
+                    scan, N, since_last = new_scan, new_scan.size, 0
+                next_pos = 0
+            if checkpoint is not None and not pending and time.monotonic() - last_save >= self.checkpoint_seconds:
+                checkpoint(medoids=medoids.copy(), n_swaps=n_swaps, passes=passes, since_last=since_last,
+                           next_pos=next_pos, scan=scan if src.refreshes_candidates else None)
+                last_save = time.monotonic()
+        eng.cancel([f for _, _, f in pending])
+        return medoids, rows, n_swaps
+
+
+class GeodesicKMeans(KMedoidsDriver):
     """k-medoids clustering on a precomputed geodesic distance matrix, squared-distance cost.
 
     Parameters
@@ -105,18 +523,6 @@ class GeodesicKMeans(BaseEstimator, ClusterMixin):
         Swaps applied in the best restart.
     """
 
-    def __init__(self, n_clusters: int = 64, *, n_init: int = 3, max_iter: int = 100, swap: bool = True,
-                 max_swap_passes: int = 20, random_state=None, execution: Execution | None = None):
-        self.n_clusters = n_clusters
-        self.n_init = n_init
-        self.max_iter = max_iter
-        self.swap = swap
-        self.max_swap_passes = max_swap_passes
-        self.random_state = random_state
-        self.execution = execution
-
-    # -- public -----------------------------------------------------------------------------
-
     def fit(self, D, y=None) -> "GeodesicKMeans":
         """Cluster the points of a square, symmetric geodesic distance matrix.
 
@@ -134,8 +540,6 @@ class GeodesicKMeans(BaseEstimator, ClusterMixin):
         -------
         self
         """
-        from tqdm.auto import tqdm
-
         from .engine import hold_matrix
 
         if not hasattr(D, "take_rows"):
@@ -143,253 +547,15 @@ class GeodesicKMeans(BaseEstimator, ClusterMixin):
         shape = tuple(D.shape)
         if len(shape) != 2 or shape[0] != shape[1]:
             raise ValueError(f"D must be a square distance matrix, got shape {shape}")
+        self._check_params(shape[0])
         ex = self.execution or Execution(backend="numpy")
         with ex.open_engine() as engine:
-            self._block_rows = ex.swap_block_rows(engine)
+            block_rows = ex.swap_block_rows(engine)
+            if block_rows < 1:
+                raise ValueError(f"block_rows must be >= 1, got {block_rows}")
             R = hold_matrix(engine, D, kernels=ex.shard_kernels())
-            n = self._validate(R)
-            rng = _check_random_state(self.random_state)
-            best = None
-            for run in tqdm(range(self.n_init), desc="geodesic k-means", unit="init", disable=not ex.progress):
-                medoids = self._kmeanspp(R, n, rng)
-                # the first restart's first pass over the shards also validates all of D
-                medoids, rows, n_iter = self._alternate(R, medoids, check=run == 0)
-                n_swaps = 0
-                if self.swap:
-                    medoids, rows, n_swaps = self._swap(R, medoids, rows)
-                labels, d1 = self._assign(rows, medoids)
-                inertia = float(np.sum(d1))
-                log.info("k-means restart %d: inertia %.6g after %d iterations and %d swaps",
-                         run, inertia, n_iter, n_swaps)
-                if best is None or inertia < best[0]:
-                    best = (inertia, medoids, labels, n_iter, n_swaps)
-        self.inertia_, self.medoid_indices_, self.labels_, self.n_iter_, self.n_swaps_ = best
+            self._run(DenseSource(R, block_rows), progress=ex.progress)
         return self
-
-    def fit_predict(self, D, y=None) -> np.ndarray:
-        """Fit and return ``labels_``."""
-        return self.fit(D).labels_
-
-    # -- steps ------------------------------------------------------------------------------
-
-    def _validate(self, R) -> int:
-        n, m = R.shape
-        if n != m:
-            raise ValueError(f"D must be a square distance matrix, got shape {R.shape}")
-        k = self.n_clusters
-        if not isinstance(k, (int, np.integer)) or k < 1:
-            raise ValueError(f"n_clusters must be a positive integer, got {k!r}")
-        if k > n:
-            raise ValueError(
-                f"n_clusters={k} is more than the {n} points to cluster; use n_clusters <= {n} "
-                "(or cluster more latents)"
-            )
-        if self.n_init < 1 or self.max_iter < 1 or self._block_rows < 1:
-            raise ValueError("n_init, max_iter and block_rows must be >= 1")
-        return n
-
-    @staticmethod
-    def _invalid(point: int, col: int, value: float) -> ValueError:
-        what = "negative" if value < 0 else ("NaN" if np.isnan(value) else "infinite")
-        return ValueError(
-            f"D contains NaN or infinite or negative distances: D[{point}, {col}] is {what} ({value}), and row "
-            f"{point} is the first bad row. Geodesic distances must be finite and non-negative; a disconnected "
-            "graph gives infinite ones and NaN latents NaN: rebuild the graph with "
-            "knn_graph(..., disconnected='repair') from finite latents")
-
-    def _check_rows(self, rows: np.ndarray, ids) -> None:
-        """Rows taken whole (seeding, medoid rows) are checked as they arrive."""
-        bad = ~((rows >= 0) & (rows < np.inf))
-        if bad.any():
-            i = int(np.argmax(bad.any(axis=1)))
-            j = int(np.argmax(bad[i]))
-            raise self._invalid(int(np.asarray(ids)[i]), j, float(rows[i, j]))
-
-    def _check_symmetric(self, medoids: np.ndarray, medoid_rows: np.ndarray, shard_rows, shard_cols) -> None:
-        """D[p, m] must equal D[m, p] (up to float32 rounding of sums taken in opposite orders) for
-        every point p and medoid m: rows are read as distances *from* a point."""
-        scale = float(np.max(medoid_rows)) if medoid_rows.size else 0.0
-        for rows, cols in zip(shard_rows, shard_cols):
-            want = medoid_rows[:, rows].T  # D[m, p] for p in this shard
-            off = ~np.isclose(cols, want, rtol=1e-5, atol=1e-6 * scale)
-            if off.any():
-                i, c = np.unravel_index(int(np.argmax(off)), off.shape)
-                p, m = int(rows[i]), int(medoids[c])
-                raise ValueError(
-                    f"D is not symmetric: D[{p}, {m}] = {cols[i, c]:.6g} but D[{m}, {p}] = {want[i, c]:.6g}. "
-                    "Geodesic k-means reads rows as distances from a point, so D must be symmetric, as "
-                    "shortest paths on an undirected graph are. A directed kNN graph (scikit-learn's "
-                    "kneighbors_graph) gives this: build the graph with rapids_geovq.knn_graph, or pass it "
-                    "to geodesic_matrix, which symmetrises it")
-
-    def _kmeanspp(self, R, n: int, rng: np.random.Generator) -> np.ndarray:
-        """Greedy k-means++ on squared distances (as scikit-learn's): each step draws
-        ``2 + log(k)`` candidates proportional to the current cost and keeps the one that lowers
-        the total cost most."""
-        n_trials = 2 + int(np.log(self.n_clusters))
-        medoids = [int(rng.integers(n))]
-        first = R.take_rows([medoids[0]])
-        self._check_rows(first, medoids)
-        closest = first[0].astype(np.float64) ** 2
-        for _ in range(1, self.n_clusters):
-            total = closest.sum()
-            if total <= 0:  # every remaining point coincides with a chosen medoid
-                rest = np.setdiff1d(np.arange(n), medoids)
-                pick = int(rng.choice(rest))
-                medoids.append(pick)
-                continue
-            cum = np.cumsum(closest)
-            cand = np.searchsorted(cum, rng.uniform(0.0, total, n_trials), side="right")
-            cand = np.minimum(cand, n - 1)
-            # rounding can land a draw on a zero-cost point (a chosen medoid or its duplicate)
-            cand = np.where(closest[cand] > 0, cand, int(np.argmax(closest)))
-            cand_rows = R.take_rows(cand)
-            self._check_rows(cand_rows, cand)
-            trial = np.minimum(closest[None, :], cand_rows.astype(np.float64) ** 2)
-            best = int(np.argmin(trial.sum(axis=1)))
-            medoids.append(int(cand[best]))
-            closest = trial[best]
-        return np.array(medoids, dtype=np.int64)
-
-    @staticmethod
-    def _assign(rows: np.ndarray, medoids: np.ndarray):
-        """Nearest medoid per point (ties to the lower cluster) from the squared medoid rows. A
-        medoid always belongs to its own cluster, even when it duplicates another medoid, so no
-        cluster is ever empty."""
-        labels = np.argmin(rows, axis=0).astype(np.int64)
-        labels[medoids] = np.arange(medoids.size)
-        return labels, rows[labels, np.arange(rows.shape[1])]
-
-    def _medoid_rows(self, R, medoids, *, keep32: bool = False):
-        rows32 = R.take_rows(medoids)
-        self._check_rows(rows32, medoids)
-        rows = rows32.astype(np.float64)
-        rows *= rows
-        return (rows, rows32) if keep32 else rows
-
-    def _medoid_update(self, R, labels: np.ndarray, medoids: np.ndarray, check=None) -> np.ndarray:
-        """Per cluster, the member with the least sum of squared distances to the other members
-        (ties to the lowest point id). With ``check`` (the float32 medoid rows, on a fit's first
-        pass) the same pass over the shards also validates every entry of D and its symmetry on
-        the medoid columns."""
-        k = self.n_clusters
-        members = np.argsort(labels, kind="stable")
-        seg_start = np.concatenate([[0], np.cumsum(np.bincount(labels, minlength=k))]).astype(np.int64)
-        args = R.engine.scatter((labels, members, seg_start))
-        cost = np.empty(R.n)
-        results = R.map_shards(_medoid_cost_task, args, None if check is None else medoids)
-        for rows, (shard_cost, _, _) in zip(R.rows, results):
-            cost[rows] = shard_cost
-        if check is not None:
-            bad = [r[1] for r in results if r[1] is not None]
-            if bad:
-                raise self._invalid(*min(bad))
-            self._check_symmetric(medoids, check, R.rows, [r[2] for r in results])
-        new = medoids.copy()
-        for c in range(k):
-            mem = members[seg_start[c] : seg_start[c + 1]]
-            if mem.size:
-                new[c] = mem[np.argmin(cost[mem])]
-        return new
-
-    def _alternate(self, R, medoids: np.ndarray, *, check: bool = False):
-        rows, rows32 = self._medoid_rows(R, medoids, keep32=True)
-        n_iter = 0
-        for n_iter in range(1, self.max_iter + 1):
-            labels, _ = self._assign(rows, medoids)
-            new = self._medoid_update(R, labels, medoids, check=rows32 if check and n_iter == 1 else None)
-            changed = np.flatnonzero(new != medoids)
-            log.debug("k-means iteration %d: %d medoids moved", n_iter, changed.size)
-            if changed.size == 0:
-                break
-            rows[changed] = self._medoid_rows(R, new[changed])
-            medoids = new
-        return medoids, rows, n_iter
-
-    def _swap_state(self, rows: np.ndarray, medoids: np.ndarray, near=None, changed: int = -1):
-        """(is_medoid, nearest, d1, d2, removal) for the swap kernel; ``near`` holds the nearest /
-        second-nearest arrays, updated in place for a change of medoid ``changed`` (-1: all)."""
-        from ..cpu.kernels import nearest_two
-
-        n = rows.shape[1]
-        if near is None:
-            near = (np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n), np.empty(n))
-            changed = -1
-        n1, n2, d1, d2 = near
-        nearest_two(rows, changed, n1, n2, d1, d2)
-        if rows.shape[0] == 1:
-            d2 = np.full(n, np.inf)
-        removal = np.bincount(n1, weights=d2 - d1, minlength=self.n_clusters)
-        is_medoid = np.zeros(n, np.bool_)
-        is_medoid[medoids] = True
-        return (is_medoid, n1.copy(), d1.copy(), d2.copy(), removal), near
-
-    def _swap(self, R, medoids: np.ndarray, rows: np.ndarray):
-        """Eager FasterPAM-style swaps: the first improving candidate in scan order is swapped in.
-
-        Blocks of candidates are evaluated ahead, on all workers, against the current medoids and
-        consumed in scan order. After a swap the scan resumes just past the swapped-in candidate
-        and evaluations made against the old medoids are dropped, so the swaps are those a
-        one-candidate-at-a-time scan would make. It stops after a full pass with no swap.
-        """
-        k, n = self.n_clusters, R.n
-        if k == n or k == 1:  # nothing to swap, or the alternating step is already optimal
-            return medoids, rows, 0
-        eng = R.engine
-        medoids = medoids.copy()
-        state, near = self._swap_state(rows, medoids)
-        state_ref = eng.share(state)
-        # A relative threshold stops float noise from swapping back and forth.
-        stop_below = -1e-12 * max(float(np.sum(state[2])), 1e-300)
-        depth = 2 * eng.n_workers
-        workers = eng.workers()
-        n_sent = 0
-        n_swaps = passes = since_last = 0
-        next_pos = 0
-        ahead = 0  # candidates submitted but not yet consumed
-        pending: deque = deque()
-        while since_last < n and passes < self.max_swap_passes:
-            while len(pending) < depth and since_last + ahead < n:
-                shard = int(np.searchsorted(R.bounds, next_pos, side="right") - 1)
-                lo = next_pos - int(R.bounds[shard])
-                hi = min(lo + self._block_rows, R.rows[shard].size)
-                # consecutive blocks mostly share a shard: spread them over the workers
-                fut = R.submit(shard, _swap_task, lo, hi, state_ref, stop_below,
-                               worker=workers[n_sent % len(workers)])
-                n_sent += 1
-                pending.append((next_pos, next_pos + hi - lo, fut))
-                ahead += hi - lo
-                next_pos = (next_pos + hi - lo) % n
-            p0, p1, fut = pending.popleft()
-            ahead -= p1 - p0
-            delta, best, hit_row = fut.result()
-            hits = np.flatnonzero(delta < stop_below)
-            if hits.size:
-                h = int(hits[0])
-                m, x = int(best[h]), int(R.order[p0 + h])
-                eng.cancel([f for _, _, f in pending])
-                pending.clear()
-                medoids[m] = x
-                self._check_rows(hit_row[None, :], [x])
-                rows[m] = hit_row.astype(np.float64) ** 2
-                ahead = 0
-                state, near = self._swap_state(rows, medoids, near, m)
-                state_ref = eng.share(state)
-                stop_below = -1e-12 * max(float(np.sum(state[2])), 1e-300)
-                n_swaps += 1
-                since_last = 0
-                next_pos = p0 + h + 1
-                if next_pos == n:
-                    next_pos = 0
-                    passes += 1
-            else:
-                since_last += p1 - p0
-                if p1 == n:
-                    passes += 1
-                    log.debug("k-means swap pass %d: %d swaps so far, cost %.6g", passes, n_swaps,
-                              float(np.sum(state[2])))
-        eng.cancel([f for _, _, f in pending])
-        return medoids, rows, n_swaps
 
 
 def kmeans_objective(D, medoids) -> float:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda
 
-from .cuda_paths import _as_numba, _blocks, default_delta, device_module, simulated
+from .cuda_paths import _advance, _as_numba, _blocks, _compact, _init, _to_rows, default_delta, device_module, simulated
 
 #: Sources per batch (lanes) of :meth:`DeviceBoundedGraph.rows`. A batch holds about
 #: ``n * lanes * 10`` bytes of search state on the device.
@@ -36,24 +36,6 @@ DEFAULT_LANES = 1024
 
 
 # --- kernels ---------------------------------------------------------------------------------
-
-@cuda.jit
-def _init(sources, dist, flag, pending):  # pragma: no cover - runs on the device
-    b = cuda.grid(1)
-    if b < sources.size:
-        s = sources[b]
-        dist[s, b] = 0.0
-        flag[s, b] = 1
-        pending[s] = 1
-
-
-@cuda.jit
-def _compact(pending, frontier, count):  # pragma: no cover
-    v = cuda.grid(1)
-    if v < pending.size and pending[v] != 0:
-        pending[v] = 0
-        frontier[cuda.atomic.add(count, 0, 1)] = v
-
 
 @cuda.jit
 def _relax_bounded(indptr, indices, weights, frontier, n_front, dist, flag, flag_next, pending_next, thr,
@@ -90,25 +72,6 @@ def _relax_bounded(indptr, indices, weights, frontier, n_front, dist, flag, flag
                     pending_next[v] = 1
 
 
-@cuda.jit
-def _advance(thr, near_lane, delta, count):  # pragma: no cover
-    b = cuda.grid(1)
-    if b == 0:
-        count[0] = 0  # for the next round's frontier (read on the host before this launch)
-    if b < thr.size:
-        if near_lane[b] == 0:
-            thr[b] += delta
-        near_lane[b] = 0
-
-
-@cuda.jit
-def _to_rows(dist, col_of, out):  # pragma: no cover
-    """out[b, col_of[v]] = float32(dist[v, b])."""
-    v, b = cuda.grid(2)
-    if v < dist.shape[0] and b < out.shape[0]:
-        out[b, col_of[v]] = dist[v, b]
-
-
 # --- driver ----------------------------------------------------------------------------------
 
 def bounded_batched_rows(indptr, indices, weights, sources, col_of=None, *, node_bound=None, lane_radius=None,
@@ -131,17 +94,17 @@ def bounded_batched_rows(indptr, indices, weights, sources, col_of=None, *, node
     delta : float, optional
         Threshold step of the near/far search (any value gives the same result); default
         :func:`rapids_geovq.gpu.cuda_paths.default_delta`.
-    out : device float32 array of shape (B, n), optional
-        Where to write the rows.
+    out : device float32 or float64 array of shape (B, n), optional
+        Where to write the rows (float32 by default; float64 keeps the search's exact values).
     threads : int, optional
         Threads per block of the relaxation (over lanes); default ``min(B, 128)``.
 
     Returns
     -------
-    float32 device array of shape (B, n)
-        ``out[b, col_of[v]]``: the bounded search's float64 value rounded once to float32
-        (bit-equal to :class:`rapids_geovq.cpu.bounded_paths.BoundedSearch` rows), ``inf`` where
-        ``v`` is not reached.
+    float32 (or ``out``'s float64) device array of shape (B, n)
+        ``out[b, col_of[v]]``: the bounded search's float64 value, rounded once to float32 for a
+        float32 ``out`` (bit-equal to :class:`rapids_geovq.cpu.bounded_paths.BoundedSearch`
+        rows), ``inf`` where ``v`` is not reached.
     """
     xp = device_module()
     n = int(indptr.shape[0]) - 1
@@ -168,8 +131,8 @@ def bounded_batched_rows(indptr, indices, weights, sources, col_of=None, *, node
         raise ValueError(f"delta must be positive, got {delta}")
     if out is None:
         out = xp.empty((lanes, n), dtype=xp.float32)
-    if tuple(out.shape) != (lanes, n) or out.dtype != np.float32:
-        raise ValueError(f"out must be float32 of shape {(lanes, n)}, got {out.dtype} {tuple(out.shape)}")
+    if tuple(out.shape) != (lanes, n) or out.dtype not in (np.float32, np.float64):
+        raise ValueError(f"out must be float32 or float64 of shape {(lanes, n)}, got {out.dtype} {tuple(out.shape)}")
     threads = int(threads or min(lanes, 128))
 
     dist = xp.full((n, lanes), xp.inf, dtype=xp.float64)
@@ -246,7 +209,7 @@ class DeviceBoundedGraph:
             raise ValueError(f"expected one value per point, shape ({self.n},), got {tuple(values.shape)}")
         return values[self.col_of]
 
-    def rows(self, points, *, node_bound=None, radius=None, lanes: int = DEFAULT_LANES, out=None):
+    def rows(self, points, *, node_bound=None, radius=None, lanes: int = DEFAULT_LANES, out=None, dtype=np.float32):
         """float32 device rows (m, n) for source ``points`` (any number, ``lanes`` per batch).
 
         ``node_bound``: float64 device array (n,) in node order (``to_nodes``), optional;
@@ -264,9 +227,75 @@ class DeviceBoundedGraph:
         nodes = self.node_of_host[points]
         rad = np.broadcast_to(np.asarray(np.inf if radius is None else radius, dtype=np.float64), points.shape)
         if out is None:
-            out = xp.empty((points.size, self.n), dtype=xp.float32)
+            out = xp.empty((points.size, self.n), dtype=dtype)
         for s in range(0, points.size, lanes):
             e = min(s + lanes, points.size)
             bounded_batched_rows(self.indptr, self.indices, self.weights, nodes[s:e], self.col_of,
                                  node_bound=node_bound, lane_radius=rad[s:e], delta=self.delta, out=out[s:e])
         return out
+
+
+class DeviceBoundedSearch:
+    """Bounded searches on the GPU behind the interface of
+    :class:`rapids_geovq.cpu.bounded_paths.BoundedSearch` (what on-demand k-medoids calls): rows are
+    searched on the device, ``lanes`` sources per launch, and the dense k-medoids kernels
+    (:class:`rapids_geovq.gpu.cuda_kmeans.CudaKMedoidKernels`) read them there, so every value is
+    the CPU search's, bit for bit.
+
+    Parameters
+    ----------
+    graph : DeviceBoundedGraph
+    lanes : int
+        Sources per launch.
+    """
+
+    def __init__(self, graph: "DeviceBoundedGraph", lanes: int = 256):
+        self.graph = graph
+        self.lanes = int(lanes)
+
+    def rows(self, points, *, node_bound=None, radius=None, out=None, dtype=np.float32, together: bool = True):
+        """Host rows (m, n) for source ``points`` (``together`` is moot here: every source of a
+        launch has its own lane and front)."""
+        from ..common.arrays import to_host
+
+        if node_bound is not None:
+            node_bound = device_module().asarray(node_bound)
+        rows = to_host(self.graph.rows(points, node_bound=node_bound, radius=radius, lanes=self.lanes, dtype=dtype))
+        if out is not None:
+            out[...] = rows
+            return out
+        return rows
+
+    def swap_gains(self, points, state, node_bound):
+        """``swap_gains`` of candidate ``points`` from their bounded rows (see the CPU search)."""
+        from .cuda_kmeans import CUDA_KERNELS
+
+        points = np.asarray(points, dtype=np.int64).reshape(-1)
+        xp = device_module()
+        block = self.graph.rows(points, node_bound=xp.asarray(node_bound), lanes=self.lanes)
+        block_t = xp.ascontiguousarray(block.T)
+        return CUDA_KERNELS.swap_gains(block_t, points, 0, points.size, state)
+
+    def member_costs(self, points, labels, members, seg_start, radius=None):
+        """``medoid_costs`` of candidate ``points`` from their rows within ``radius``; every member
+        must lie inside it (checked, as on the CPU)."""
+        from .cuda_kmeans import CUDA_KERNELS
+
+        points = np.asarray(points, dtype=np.int64).reshape(-1)
+        xp = device_module()
+        block = self.graph.rows(points, radius=radius, lanes=self.lanes, dtype=np.float64)
+        rad = np.broadcast_to(np.asarray(np.inf if radius is None else radius, dtype=np.float64), points.shape)
+        labels = np.asarray(labels, dtype=np.int64)
+        from ..common.arrays import to_host
+
+        seg = np.asarray(seg_start)
+        members = np.asarray(members, dtype=np.int64)
+        for j, p in enumerate(points):  # every member inside the radius: its distance is exact
+            c = labels[p]
+            d = to_host(block[j, xp.asarray(members[seg[c] : seg[c + 1]])])
+            if np.isfinite(rad[j]) and not (d < rad[j]).all():
+                raise ValueError(f"candidate {int(p)} has a cluster member at or beyond its search radius "
+                                 f"{float(rad[j])}; pass a larger radius, or inf")
+        block = block.astype(xp.float32)  # what the dense matrix stores
+        block_t = xp.ascontiguousarray(block.T)
+        return CUDA_KERNELS.medoid_costs(block_t, points, (labels, members, seg))
