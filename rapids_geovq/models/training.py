@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from .prior import GRUPrior, PriorConfig
 from .vae import VAE, VAEConfig, vae_loss
-from .vqvae import VQVAE, VQVAEConfig, vqvae_loss
+from .vqvae import VQVAE, VQVAEConfig, kmeans_centroids, vqvae_loss
 
 logger = logging.getLogger("rapids_geovq")
 
@@ -98,10 +98,13 @@ def _fit(
     name: str,
     progress: bool,
     epoch_end: Callable[[], dict[str, Any]] | None = None,
+    after_step: Callable[[], None] | None = None,
 ) -> list[dict]:
     """Adam over shuffled minibatches of ``data`` (kept on CPU, moved per batch).
 
     ``epoch_end``, if given, returns extra fields for each epoch's history record.
+    ``after_step``, if given, runs after each optimiser step, for updates that must
+    not be seen by autograd (EMA codebooks, code restarts).
     """
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     n_batches = math.ceil(len(data) / batch_size)
@@ -120,6 +123,8 @@ def _fit(
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                if after_step is not None:
+                    after_step()
                 # One host transfer per batch: a single GPU sync instead of one per metric.
                 values = torch.stack([v.detach() for v in metrics.values()]).tolist()
                 for k, v in zip(metrics, values):
@@ -167,10 +172,154 @@ def train_vae(
     return model, history
 
 
+def _derived_generator(seed: int, stream: int) -> torch.Generator:
+    """A CPU generator for an auxiliary random stream, independent of the shuffling one."""
+    state = np.random.SeedSequence([seed, stream]).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator().manual_seed(int(state))
+
+
+def _first_epoch_indices(n: int, n_samples: int, seed: int) -> torch.Tensor:
+    """Indices of the first ``n_samples`` images that epoch 1 of training visits.
+
+    Replays the first shuffle of the generator :func:`seed_everything` returns,
+    without touching the training run's own generator.
+
+    Returns
+    -------
+    torch.Tensor, int64, shape (min(n, n_samples),)
+    """
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:n_samples]
+
+
+@torch.no_grad()
+def init_codebook_kmeans(
+    model: VQVAE,
+    x: np.ndarray | torch.Tensor,
+    *,
+    n_samples: int | None = None,
+    generator: torch.Generator | None = None,
+    batch_size: int = 4096,
+) -> torch.Tensor:
+    """Set the codebook to k-means centroids of the encoder's outputs on ``x``.
+
+    As ``kmeans_init`` in SoundStream / vector-quantize-pytorch: encode images with
+    the current encoder, run k-means (k-means++ seeding, Lloyd to convergence; see
+    :func:`~rapids_geovq.models.vqvae.kmeans_centroids`) with ``n_codes`` clusters,
+    and copy the centroids into the codebook (and the EMA statistics, in EMA mode).
+
+    Parameters
+    ----------
+    model : VQVAE
+    x : np.ndarray or torch.Tensor, float32, shape (N, input_dim), values in [0, 1]
+        Images to encode, in order; :func:`train_vqvae` passes the first
+        ``kmeans_init_samples`` images of its first epoch.
+    n_samples : int, optional
+        Use only the first ``n_samples`` rows of ``x`` (default: all).
+    generator : torch.Generator, optional
+        CPU generator for the k-means++ draws; default seeded from ``config.seed``.
+    batch_size : int
+        Images per encoder pass.
+
+    Returns
+    -------
+    torch.Tensor, int64, shape (M,)
+        The k-means cluster of each encoded image (M = rows used).
+    """
+    cfg = model.config
+    data = x if isinstance(x, torch.Tensor) else _as_images(x, cfg.input_dim)
+    if n_samples is not None:
+        data = data[:n_samples]
+    if generator is None:
+        generator = _derived_generator(cfg.seed, 1)
+    parts = _batched(model.encode, model, data, batch_size, None)
+    z = torch.cat(parts) if parts else data.new_zeros((0, cfg.code_dim))
+    centroids, labels = kmeans_centroids(z, cfg.n_codes, generator=generator)
+    model.set_codebook(centroids)
+    return labels
+
+
+class DeadCodeRestarter:
+    """Dead-code restart (Dhariwal et al., 2020): revive codes no encoding has chosen lately.
+
+    Call it once per training step with the batch's encoder outputs and codes. A code
+    unassigned for ``window`` consecutive steps is moved onto an encoder output of that
+    batch, drawn uniformly (distinct outputs while the batch has enough), and its
+    clock restarts, so it gets a fresh window to win encodings.
+
+    Parameters
+    ----------
+    model : VQVAE
+        Its codebook (and EMA statistics) are overwritten through
+        :meth:`~rapids_geovq.models.vqvae.VQVAE.set_codebook`.
+    window : int
+        Steps without an assignment before a restart; at least 1.
+    generator : torch.Generator
+        CPU generator for the draws.
+
+    Attributes
+    ----------
+    step : int
+        Steps seen so far.
+    restarts : int
+        Codes restarted so far (a code restarted twice counts twice).
+    """
+
+    def __init__(self, model: VQVAE, window: int, generator: torch.Generator) -> None:
+        if window < 1:
+            raise ValueError(f"window must be at least 1 step, got {window}")
+        self.model = model
+        self.window = window
+        self.generator = generator
+        self.step = 0
+        self.restarts = 0
+        self.last_used = torch.zeros(model.config.n_codes, dtype=torch.long,
+                                     device=_model_device(model))
+
+    @torch.no_grad()
+    def __call__(self, z_e: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """Record one step's assignments and restart the codes that have gone dead.
+
+        Parameters
+        ----------
+        z_e : torch.Tensor, float32, shape (N, code_dim)
+            The batch's encoder outputs.
+        codes : torch.Tensor, int64, shape (N,)
+            Their codes (as assigned before any update this step).
+
+        Returns
+        -------
+        torch.Tensor, int64, shape (M,)
+            Indices of the codes restarted now (empty when none).
+        """
+        self.step += 1
+        self.last_used[codes] = self.step
+        dead = ((self.step - self.last_used) >= self.window).nonzero().flatten()
+        if len(dead) == 0 or len(z_e) == 0:
+            return dead[:0]
+        n = len(z_e)
+        if len(dead) <= n:
+            pick = torch.randperm(n, generator=self.generator)[: len(dead)]
+        else:
+            pick = torch.randint(n, (len(dead),), generator=self.generator)
+        self.model.set_codebook(z_e.detach()[pick.to(z_e.device)], index=dead)
+        self.last_used[dead] = self.step
+        self.restarts += len(dead)
+        return dead
+
+
 def train_vqvae(
     x_train: np.ndarray, config: VQVAEConfig, *, device: Device = "auto", progress: bool = True
 ) -> tuple[VQVAE, list[dict]]:
     """Train a :class:`VQVAE` end to end on images (N, input_dim), float32 in [0, 1].
+
+    With the codebook-training settings off (the default) this is the paper's
+    training, bit for bit. ``kmeans_init`` first sets the codebook from the first
+    ``kmeans_init_samples`` images of epoch 1 (:func:`init_codebook_kmeans`);
+    ``dead_code_window`` restarts codes after each optimiser step; EMA mode updates
+    the codebook by moving averages after each step and drops the codebook term from
+    the objective. Their random draws come from a generator derived from
+    ``config.seed``, separate from the shuffling, so the batch order is the same in
+    every mode.
 
     Returns
     -------
@@ -179,28 +328,81 @@ def train_vqvae(
     history : list of dict
         Per epoch: ``epoch``, ``loss``, ``bce``, ``codebook``, ``commitment``
         (per-image means; commitment unscaled by beta), ``codes_used`` (distinct
-        codes assigned during the epoch, a codebook-collapse diagnostic) and ``seconds``.
+        codes assigned during the epoch, a codebook-collapse diagnostic) and
+        ``seconds``; with restarts on, also ``restarts`` (codes restarted during the
+        epoch). In EMA mode ``loss`` is ``bce + beta * commitment`` and ``codebook``
+        is the quantisation error ``||z_e - z_q||^2`` before the step's update,
+        reported but not optimised.
+
+    Raises
+    ------
+    ValueError
+        If a codebook-training setting is out of range (see :meth:`VQVAEConfig.validate`).
     """
+    config.validate()
     dev = select_device(device)
     gen = seed_everything(config.seed)
     data = _as_images(x_train, config.input_dim)
     model = VQVAE(config).to(dev)
     used = torch.zeros(config.n_codes, dtype=torch.bool, device=dev)
+    aids = config.kmeans_init or config.dead_code_window > 0 or config.uses_ema
 
-    def step(m: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, dict, int]:
-        recon, codes, cb, commit = m(x)
-        total, bce, commit = vqvae_loss(recon, x, cb, commit, config.beta)
+    if not aids:
+        # The paper-faithful step, kept separate so its arithmetic never changes.
+        def step(m: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, dict, int]:
+            recon, codes, cb, commit = m(x)
+            total, bce, commit = vqvae_loss(recon, x, cb, commit, config.beta)
+            used[codes] = True
+            return total, {"loss": total, "bce": bce, "codebook": cb, "commitment": commit}, len(x)
+
+        def epoch_end() -> dict[str, Any]:
+            n_used = int(used.sum())
+            used.zero_()
+            return {"codes_used": n_used}
+
+        history = _fit(model, data, step, epochs=config.epochs, batch_size=config.batch_size,
+                       lr=config.lr, generator=gen, device=dev, name="vqvae", progress=progress,
+                       epoch_end=epoch_end)
+        return model, history
+
+    aux = _derived_generator(config.seed, 1)
+    if config.kmeans_init:
+        first = _first_epoch_indices(len(data), config.kmeans_init_samples, config.seed)
+        init_codebook_kmeans(model, data[first], generator=aux)
+    restarter = (DeadCodeRestarter(model, config.dead_code_window, aux)
+                 if config.dead_code_window > 0 else None)
+    last: dict[str, torch.Tensor] = {}
+
+    def aided_step(m: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, dict, int]:
+        z_e = m.encode(x)
+        z_q_st, codes, cb, commit = m.quantize(z_e)
+        recon = m.decode(z_q_st)
+        # EMA codes take no gradient: the objective keeps only reconstruction and commitment.
+        cb_term = torch.zeros_like(cb) if config.uses_ema else cb
+        total, bce, commit = vqvae_loss(recon, x, cb_term, commit, config.beta)
         used[codes] = True
-        return total, {"loss": total, "bce": bce, "codebook": cb, "commitment": commit}, len(x)
+        last["z_e"], last["codes"] = z_e.detach(), codes
+        return total, {"loss": total, "bce": bce, "codebook": cb.detach(), "commitment": commit}, len(x)
 
-    def epoch_end() -> dict[str, Any]:
-        n_used = int(used.sum())
+    def after_step() -> None:
+        if config.uses_ema:
+            model.ema_update(last["z_e"], last["codes"])
+        if restarter is not None:
+            restarter(last["z_e"], last["codes"])
+
+    restarts_before = [0]
+
+    def aided_epoch_end() -> dict[str, Any]:
+        record: dict[str, Any] = {"codes_used": int(used.sum())}
         used.zero_()
-        return {"codes_used": n_used}
+        if restarter is not None:
+            record["restarts"] = restarter.restarts - restarts_before[0]
+            restarts_before[0] = restarter.restarts
+        return record
 
-    history = _fit(model, data, step, epochs=config.epochs, batch_size=config.batch_size,
+    history = _fit(model, data, aided_step, epochs=config.epochs, batch_size=config.batch_size,
                    lr=config.lr, generator=gen, device=dev, name="vqvae", progress=progress,
-                   epoch_end=epoch_end)
+                   epoch_end=aided_epoch_end, after_step=after_step)
     return model, history
 
 
@@ -312,9 +514,11 @@ def evaluate_vqvae(
     Returns
     -------
     dict
-        ``total`` (= bce + codebook + beta * commitment), ``bce``, ``codebook``,
-        ``commitment`` (unscaled) as float sums, ``n`` (int) and ``codes``
-        (np.ndarray, int64, shape (N,)).
+        ``total`` (the training objective: bce + codebook + beta * commitment, or
+        bce + beta * commitment for an EMA codebook, which has no codebook loss),
+        ``bce``, ``codebook`` (quantisation error ``||z_e - z_q||^2``), ``commitment``
+        (unscaled; numerically equal to ``codebook``) as float sums, ``n`` (int) and
+        ``codes`` (np.ndarray, int64, shape (N,)).
     """
     def fn(xb: torch.Tensor) -> tuple[float, float, float, torch.Tensor]:
         recon, codes, cb, commit = model(xb)
@@ -324,7 +528,8 @@ def evaluate_vqvae(
     parts = _batched(fn, model, _as_images(x, model.config.input_dim), batch_size, device)
     bce, cb, commit = (sum(p[i] for p in parts) for i in range(3))
     codes = torch.cat([p[3] for p in parts]).numpy() if parts else np.zeros(0, np.int64)
-    return {"total": bce + cb + model.config.beta * commit, "bce": bce, "codebook": cb,
+    cb_term = 0.0 if model.config.uses_ema else cb
+    return {"total": bce + cb_term + model.config.beta * commit, "bce": bce, "codebook": cb,
             "commitment": commit, "n": len(x), "codes": codes}
 
 
