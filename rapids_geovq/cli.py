@@ -39,18 +39,14 @@ def _writable(path: Path, what: str) -> Path:
 def cmd_run(args) -> int:
     from .config import load_job
     from .pipeline import run_job
-    from .report import codebook_markdown, prior_markdown, table1_markdown
+    from .report import summary_markdown
 
     cfg = load_job(args.job, args.overrides)
     Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
     _setup_logging(Path(cfg.run_dir) / "run.log")
     log.info("job %s -> %s", args.job, cfg.run_dir)
     metrics = run_job(cfg)
-    print(table1_markdown(metrics))
-    print()
-    print(prior_markdown(metrics))
-    print()
-    print(codebook_markdown(metrics))
+    print(summary_markdown(metrics))
     print(f"\nreport: {Path(cfg.run_dir) / 'report.md'}")
     return 0
 

@@ -57,6 +57,10 @@ class GeodesicConfig:
     # "auto" (cuda on a GPU backend, else numba), "numba" (compiled CPU kernel), "scipy" (reference),
     # "cuda" (batched GPU search), "cugraph" (cuGraph SSSP); all give the same rows
     method: str = "auto"
+    # "dense": the whole n x n matrix as row shards (n^2 float32 on disk); "on_demand": no matrix,
+    # distances searched from the graph when k-medoids needs them (rapids_geovq.geodesic.ondemand);
+    # "auto": dense when its shards fit the run directory's disk, else on_demand
+    storage: str = "auto"
 
 
 @dataclass
@@ -70,6 +74,11 @@ class KMeansConfig:
     block_rows: Optional[int] = None  # swap candidates per task; None: the backend's (64 CPU, a shard on a GPU)
     seed: int = 0
     euclidean_n_init: int = 3
+    # on-demand storage only: candidates per cluster scored in a medoid update (nearest the
+    # medoid) and in the swap scan (nearest and farthest); null: every point (the dense algorithm)
+    update_candidates: Optional[int] = 64
+    swap_near: Optional[int] = 96
+    swap_far: Optional[int] = 32
 
 
 @dataclass
@@ -89,6 +98,26 @@ class EvalConfig:
     n_reconstructions: int = 10
     n_samples: int = 25
     seed: int = 0
+    elbo_samples: int = 10  # reparameterised samples per test image for the VAE's -ELBO
+    iwae_k: int = 1000  # importance samples per test image for the IWAE bound on -log p(x)
+
+
+@dataclass
+class SweepConfig:
+    """The rate-distortion sweep over codebook sizes (run on the first seed's latents, graph and
+    geodesic matrix; k-medoids, Geo-VQ, Euclidean-VQ and both VQ-VAEs per K)."""
+
+    n_codes: list = field(default_factory=list)  # e.g. [16, 64, 256, 1024]; empty: no sweep
+    vqvae: bool = True  # train both VQ-VAEs at every K
+
+
+@dataclass
+class SubsampleConfig:
+    """What fitting on every latent buys: geodesic k-medoids fitted on random subsamples (their
+    own graph and matrix), evaluated on all latents; run on the first seed."""
+
+    sizes: list = field(default_factory=list)  # e.g. [2000, 10000, 20000]; empty: not run
+    seeds: list = field(default_factory=lambda: [0, 1, 2])
 
 
 @dataclass
@@ -108,7 +137,14 @@ class JobConfig:
     sequences: SequenceConfig = field(default_factory=SequenceConfig)
     prior: PriorConfig = field(default_factory=PriorConfig)
     vqvae: VQVAEConfig = field(default_factory=VQVAEConfig)
+    # the same VQ-VAE with the practices that keep codebooks alive (preset "strong")
+    vqvae_strong: VQVAEConfig = field(default_factory=lambda: VQVAEConfig.preset("strong"))
     eval: EvalConfig = field(default_factory=EvalConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    subsample: SubsampleConfig = field(default_factory=SubsampleConfig)
+    # one run per seed, each in run_dir/seed_<s> (every stage's seed set to s), reported as
+    # mean +- sd; null: one run in run_dir with the seeds of each stage's section
+    seeds: Optional[list] = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -178,7 +214,7 @@ def _build(cls, values: dict, where: str):
 _POSITIVE = {"epochs", "batch_size", "seq_len", "hidden_dim", "latent_dim", "embed_dim", "code_dim", "n_codes",
              "input_dim", "n_init", "max_iter", "shard_rows", "block_rows", "k", "n_clusters", "n_samples",
              "n_reconstructions", "n_train", "n_test", "n_workers", "n_walks", "n_heldout_walks",
-             "euclidean_n_init"}
+             "euclidean_n_init", "elbo_samples", "iwae_k", "kmeans_init_samples"}
 
 
 def _check_ranges(obj, where: str = "") -> None:
@@ -187,7 +223,7 @@ def _check_ranges(obj, where: str = "") -> None:
         path = f"{where}{f.name}"
         if dataclasses.is_dataclass(value):
             _check_ranges(value, path + ".")
-        elif f.name in _POSITIVE and value is not None and value < 1:
+        elif f.name in _POSITIVE and isinstance(value, int) and value < 1:
             raise ConfigError(f"{path} must be at least 1, got {value}")
         elif f.name == "lr" and not value > 0:
             raise ConfigError(f"{path} must be positive, got {value}")
@@ -219,6 +255,27 @@ def validate(cfg: JobConfig) -> JobConfig:
                 + " or ".join(o.name for o in owners))
     _check_device(cfg.device)
     _check_cluster(cfg.geodesic.cluster, CLUSTERS, CLUSTER_ALIASES)
+    if cfg.geodesic.storage not in STORAGES:
+        raise ConfigError(f"geodesic.storage must be one of {', '.join(STORAGES)}, got {cfg.geodesic.storage!r}")
+    if cfg.geodesic.storage == "on_demand" and CLUSTER_ALIASES.get(cfg.geodesic.cluster, cfg.geodesic.cluster) != "threads":
+        raise ConfigError("geodesic.storage=on_demand runs k-medoids on this process's threads; set "
+                          "geodesic.cluster=threads (a Dask cluster serves the dense matrix's shards)")
+    for name in ("update_candidates", "swap_near", "swap_far"):
+        v = getattr(cfg.kmeans, name)
+        if v is not None and v < (1 if name == "update_candidates" else 0):
+            raise ConfigError(f"kmeans.{name} must be {'at least 1' if name == 'update_candidates' else 'non-negative'} "
+                              f"or null (every point), got {v}")
+    for section in ("vqvae", "vqvae_strong"):
+        try:
+            getattr(cfg, section).validate()
+        except ValueError as exc:
+            raise ConfigError(f"{section}: {exc}") from exc
+    _check_int_list(cfg.seeds, "seeds", minimum=0, allow_none=True)
+    _check_int_list(cfg.sweep.n_codes, "sweep.n_codes", minimum=1)
+    _check_int_list(cfg.subsample.sizes, "subsample.sizes", minimum=cfg.graph.k + 2)
+    _check_int_list(cfg.subsample.seeds, "subsample.seeds", minimum=0)
+    if cfg.subsample.sizes and not cfg.subsample.seeds:
+        raise ConfigError("subsample.seeds must list at least one seed when subsample.sizes is set")
     if cfg.graph.disconnected not in ("repair", "error"):
         raise ConfigError(f"graph.disconnected must be 'repair' or 'error', got {cfg.graph.disconnected!r}")
     n = cfg.data.n_train
@@ -239,6 +296,23 @@ def validate(cfg: JobConfig) -> JobConfig:
         if kind not in ("dataset", "random_walk"):
             raise ConfigError(f"sequences.kinds entries must be 'dataset' or 'random_walk', got {kind!r}")
     return cfg
+
+
+STORAGES = ("auto", "dense", "on_demand")
+
+
+def _check_int_list(values, path: str, *, minimum: int, allow_none: bool = False) -> None:
+    """A list of distinct whole numbers >= ``minimum`` (or null where allowed)."""
+    if values is None and allow_none:
+        return
+    if not isinstance(values, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        raise ConfigError(f"{path} must be a list of whole numbers, e.g. [0, 1, 2], got {values!r}")
+    if allow_none and not values:
+        raise ConfigError(f"{path} must list at least one value (or be null)")
+    if any(v < minimum for v in values):
+        raise ConfigError(f"{path} values must be at least {minimum}, got {values}")
+    if len(set(values)) != len(values):
+        raise ConfigError(f"{path} lists a value twice: {values}")
 
 
 def _check_device(device: str) -> None:
@@ -268,6 +342,14 @@ def check_against_data(cfg: JobConfig, n_train: int, n_test: int) -> None:
                           "images to cluster; lower kmeans.n_clusters")
     if cfg.graph.k >= n_train:
         raise ConfigError(f"graph.k={cfg.graph.k} needs more than the {n_train} training images; lower graph.k")
+    for K in cfg.sweep.n_codes:
+        if K > n_train:
+            raise ConfigError(f"sweep.n_codes has {K}, more than the {n_train} training images; drop it")
+    for size in cfg.subsample.sizes:
+        if size > n_train:
+            raise ConfigError(f"subsample.sizes has {size}, more than the {n_train} training images; drop it")
+        if cfg.kmeans.n_clusters > size:
+            raise ConfigError(f"subsample.sizes has {size}, fewer points than kmeans.n_clusters={cfg.kmeans.n_clusters}")
     for split, count in (("n_train", n_train), ("n_test", n_test)):
         if count < cfg.prior.seq_len:
             raise ConfigError(f"prior.seq_len={cfg.prior.seq_len} is longer than the {count} codes of the "
@@ -288,7 +370,17 @@ def from_dict(values: dict) -> JobConfig:
             "(leave prior.n_codes out: it follows the codebook size)"
         )
     cfg.prior.n_codes = cfg.kmeans.n_clusters
+    # the strong VQ-VAE is the paper-faithful one plus codebook practices: same architecture, K,
+    # beta and training, unless the job sets them for it explicitly
+    strong_given = (values or {}).get("vqvae_strong") or {}
+    for name in SHARED_VQVAE_FIELDS:
+        if not (isinstance(strong_given, dict) and name in strong_given):
+            setattr(cfg.vqvae_strong, name, getattr(cfg.vqvae, name))
     return validate(cfg)
+
+
+#: Settings the strong VQ-VAE takes from the paper-faithful one.
+SHARED_VQVAE_FIELDS = ("input_dim", "hidden_dim", "code_dim", "n_codes", "beta", "epochs", "batch_size", "lr", "seed")
 
 
 def parse_overrides(overrides: list[str]) -> dict:

@@ -34,7 +34,7 @@ def test_quick_job_end_to_end_and_resume(tmp_path, capsys):
                  "geodesic.shard_rows=300"]
     assert main(["run", str(ROOT / "jobs/quick.yaml"), *overrides]) == 0
     out = capsys.readouterr().out
-    assert "| VAE |" in out and "Geo-VQ" in out
+    assert "| VAE: -ELBO" in out and "Geo-VQ" in out and "BCE + rate" in out
     for name in ("config.yaml", "metrics.json", "report.md", "run.log", "checkpoints/vae.pt",
                  "checkpoints/vqvae.pt", "checkpoints/prior_dataset.pt", "checkpoints/prior_random_walk.pt",
                  "geodesic/manifest.json", "artifacts/codebook.npz", "figures/reconstructions.png",

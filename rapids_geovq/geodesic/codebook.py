@@ -48,6 +48,15 @@ class GeodesicCodebook(BaseEstimator):
         (:class:`~rapids_geovq.GeodesicKMeans`).
     random_state : int or None, default=0
         Seed of the k-means++ draws.
+    storage : {"auto", "dense", "on_demand"}, default="auto"
+        ``dense``: the whole geodesic matrix (in memory, or row shards in ``execution.work_dir``);
+        ``on_demand``: no matrix, distances searched from the graph when k-medoids needs them
+        (:class:`~rapids_geovq.geodesic.ondemand.OnDemandKMedoids`, same objective, every distance
+        exact, swap and update candidates restricted per cluster); ``auto``: dense when the matrix
+        fits in memory or on the work directory's disk, else on demand.
+    update_candidates, swap_near, swap_far : int or None, default=64, 96, 32
+        On-demand only: candidates per cluster (see
+        :class:`~rapids_geovq.geodesic.ondemand.OnDemandKMedoids`); None: every point.
     execution : Execution, optional
         Where and how to run (backend, engine, workers, where shards go, progress); results do not
         depend on it. Default: the best backend installed, threads in this process, the matrix in
@@ -73,7 +82,8 @@ class GeodesicCodebook(BaseEstimator):
     """
 
     def __init__(self, n_codes: int = 64, *, k: int = 10, disconnected: str = "repair", n_init: int = 3,
-                 max_iter: int = 100, swap: bool = True, random_state=0, execution: Execution | None = None):
+                 max_iter: int = 100, swap: bool = True, random_state=0, storage: str = "auto",
+                 update_candidates=64, swap_near=96, swap_far=32, execution: Execution | None = None):
         self.n_codes = n_codes
         self.k = k
         self.disconnected = disconnected
@@ -81,6 +91,10 @@ class GeodesicCodebook(BaseEstimator):
         self.max_iter = max_iter
         self.swap = swap
         self.random_state = random_state
+        self.storage = storage
+        self.update_candidates = update_candidates
+        self.swap_near = swap_near
+        self.swap_far = swap_far
         self.execution = execution
 
     # -- fit, and its three steps -----------------------------------------------------------
@@ -92,9 +106,29 @@ class GeodesicCodebook(BaseEstimator):
         with ex.open_engine() as engine:
             here = replace(ex, engine=engine)
             graph, _ = self.build_graph(Z, execution=here)
-            D = self.geodesic_rows(graph, execution=here)
-            self.fit_medoids(Z, D, execution=here)
+            if self.resolve_storage(Z.shape[0], here) == "on_demand":
+                self.fit_medoids_on_demand(Z, graph, execution=here)
+            else:
+                D = self.geodesic_rows(graph, execution=here)
+                self.fit_medoids(Z, D, execution=here)
         return self
+
+    def resolve_storage(self, n: int, execution: Execution | None = None) -> str:
+        """``dense`` or ``on_demand`` for ``n`` points: ``storage`` as set, or for ``auto`` dense
+        where the n x n float32 matrix fits in memory (as :meth:`geodesic_rows` would keep it) or
+        in the work directory's free disk, on demand otherwise."""
+        from ..common.resources import free_disk_bytes
+
+        if self.storage not in ("auto", "dense", "on_demand"):
+            raise ValueError(f"storage must be 'auto', 'dense' or 'on_demand', got {self.storage!r}")
+        if self.storage != "auto":
+            return self.storage
+        ex = execution or self._execution()
+        if self._in_memory(ex, n):
+            return "dense"
+        if ex.work_dir is not None and 1.05 * 4 * n * n < free_disk_bytes(ex.work_dir):
+            return "dense"
+        return "on_demand"
 
     def build_graph(self, Z, *, execution: Execution | None = None):
         """Step 1: the symmetric exact kNN graph of ``Z`` (a host array, or the encoder's device
@@ -149,6 +183,33 @@ class GeodesicCodebook(BaseEstimator):
         self.n_swaps_ = km.n_swaps_
         # symmetric: the codes' rows are their columns
         self.dist_to_codes_ = np.ascontiguousarray(rows.take_rows(km.medoid_indices_).T, dtype=np.float32)
+        self.train_latents_ = Z
+        self.codebook_ = Z[km.medoid_indices_].astype(np.float32)
+        return self
+
+    def fit_medoids_on_demand(self, Z, graph, *, execution: Execution | None = None,
+                              checkpoint=None) -> "GeodesicCodebook":
+        """Step 3 without the matrix: geodesic k-medoids on ``graph`` (the kNN graph of ``Z``) by
+        bounded searches (:class:`~rapids_geovq.geodesic.ondemand.OnDemandKMedoids`); a killed
+        fit resumes from ``checkpoint`` (a ``.npz`` path) when given. Sets the fitted attributes."""
+        from .ondemand import OnDemandKMedoids
+
+        Z = check_latents(Z)
+        self._check_hyper()
+        if graph.shape[0] != Z.shape[0]:
+            raise ValueError(f"the graph has {graph.shape[0]} nodes but there are {Z.shape[0]} latents")
+        ex = execution or self._execution()
+        km = OnDemandKMedoids(self.n_codes, n_init=self.n_init, max_iter=self.max_iter, swap=self.swap,
+                              random_state=self.random_state, update_candidates=self.update_candidates,
+                              swap_near=self.swap_near, swap_far=self.swap_far, execution=ex).fit(
+                                  graph, checkpoint=checkpoint)
+        self.medoid_indices_ = km.medoid_indices_
+        self.labels_ = km.labels_
+        self.inertia_ = km.inertia_
+        self.n_iter_ = km.n_iter_
+        self.n_swaps_ = km.n_swaps_
+        self.searches_ = km.searches_
+        self.dist_to_codes_ = np.ascontiguousarray(km.medoid_rows_.T, dtype=np.float32)
         self.train_latents_ = Z
         self.codebook_ = Z[km.medoid_indices_].astype(np.float32)
         return self

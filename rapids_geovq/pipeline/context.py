@@ -137,6 +137,7 @@ class RunContext:
         self.cache = StageCache(self.layout)
         self._lock = RunLock(self.layout.lock)
         self.data: Data | None = None
+        self.storage: str | None = None  # "dense" or "on_demand", resolved once the data's size is known
         self.vae = None
         self.latents: Latents | None = None
         self.graph = None

@@ -48,12 +48,37 @@ def run_disk_bytes(cfg, n_train: int, n_test: int) -> dict:
             "figures_and_records": SMALL_FILES}
 
 
-def check_run_disk(layout: RunLayout, cfg, n_train: int, n_test: int) -> dict:
+def _written(layout: RunLayout) -> int:
+    return sum(f.stat().st_size for f in layout.root.rglob("*") if f.is_file()) if layout.root.exists() else 0
+
+
+def resolve_storage(layout: RunLayout, cfg, n_train: int, n_test: int) -> str:
+    """``geodesic.storage`` for this run: as set, or for ``auto`` dense when the whole run with the
+    dense matrix fits the disk of the run directory, else on demand (no matrix)."""
+    from ..config import ConfigError
+    from ..geodesic.engine import cluster_name
+
+    storage = cfg.geodesic.storage
+    if storage == "auto":
+        need = sum(run_disk_bytes(cfg, n_train, n_test).values())
+        storage = "dense" if need - _written(layout) <= free_disk_bytes(layout.root) else "on_demand"
+        if storage == "on_demand":
+            layout_note = f"the {n_train}x{n_train} geodesic matrix ({fmt_bytes(4 * n_train ** 2)}) does not fit"
+            if cluster_name(cfg.geodesic.cluster) != "threads":
+                raise ConfigError(f"{layout_note} on the disk of {layout.root}, and on-demand k-medoids (no matrix) "
+                                  "runs on this process's threads: set geodesic.cluster=threads, or give run_dir "
+                                  "a larger disk")
+    return storage
+
+
+def check_run_disk(layout: RunLayout, cfg, n_train: int, n_test: int, *, dense: bool = True) -> dict:
     """Refuse a run whose files cannot fit on the disk of its run directory (what a resumed run
-    already wrote counts as written). Raises :class:`ResourceError` naming the directory, what is
-    needed and the most points that fit."""
+    already wrote counts as written; ``dense=False``: no geodesic matrix is written). Raises
+    :class:`ResourceError` naming the directory, what is needed and the most points that fit."""
     need = run_disk_bytes(cfg, n_train, n_test)
-    done = sum(f.stat().st_size for f in layout.root.rglob("*") if f.is_file()) if layout.root.exists() else 0
+    if not dense:
+        need["geodesic"] = 0
+    done = _written(layout)
     total = sum(need.values())
     free = free_disk_bytes(layout.root)
     if total - done > free:
@@ -61,10 +86,11 @@ def check_run_disk(layout: RunLayout, cfg, n_train: int, n_test: int) -> dict:
         budget = free + done - fixed
         most = int(np.sqrt(max(budget, 0) / 4 / 1.02))  # the linear terms grow too: a margin
         parts = ", ".join(f"{k} {fmt_bytes(v)}" for k, v in need.items())
+        fix = (f", or use at most {most:,} training images (data.n_train={most}), or geodesic.storage=on_demand "
+               "(no matrix)" if dense else "")
         raise ResourceError(
             f"the run needs {fmt_bytes(total - done)} more on the disk of {layout.root} ({parts}) and "
-            f"{fmt_bytes(free)} is free: free disk space, give run_dir a directory on a larger disk, or use at "
-            f"most {most:,} training images (data.n_train={most})")
+            f"{fmt_bytes(free)} is free: free disk space or give run_dir a directory on a larger disk{fix}")
     return need
 
 

@@ -68,7 +68,8 @@ class RunLayout:
         return self.root / "geodesic"
 
     def folders(self) -> tuple[Path, ...]:
-        return (self.checkpoints, self.artifacts, self.figures, self.stages)
+        return (self.checkpoints, self.artifacts, self.figures, self.stages, self.artifacts / "sweep",
+                self.artifacts / "subsample")
 
     # -- stage records ------------------------------------------------------------------------
     def record(self, stage: str) -> Path:
@@ -82,6 +83,10 @@ class RunLayout:
     @property
     def vqvae(self) -> Path:
         return self.checkpoints / "vqvae.pt"
+
+    def model(self, name: str) -> Path:
+        """The checkpoint of a model stage (``vqvae``, ``vqvae_strong``, ``sweep_k16_vqvae``...)."""
+        return self.checkpoints / f"{name}.pt"
 
     def prior(self, kind: str) -> Path:
         return self.checkpoints / f"prior_{kind}.pt"
@@ -116,6 +121,26 @@ class RunLayout:
     def vqvae_test_codes(self) -> Path:
         return self.artifacts / "vqvae_test_codes.npz"
 
+    def model_codes(self, name: str) -> Path:
+        """Train and test codes of a VQ-VAE stage."""
+        return self.artifacts / f"{name}_codes.npz"
+
+    @property
+    def kmedoids_state(self) -> Path:
+        """On-demand k-medoids' saved state (a killed fit resumes from it)."""
+        return self.artifacts / "kmedoids_state.npz"
+
+    def sweep(self, K: int, what: str) -> Path:
+        """An artifact of the codebook-size sweep at K codes (``codebook``, ``test_codes``...)."""
+        return self.artifacts / "sweep" / f"k{K}_{what}.npz"
+
+    def subsample(self, size: int, seed: int) -> Path:
+        return self.artifacts / "subsample" / f"n{size}_s{seed}.npz"
+
+    def seed_run(self, seed: int) -> Path:
+        """The run directory of one seed of a multi-seed job."""
+        return self.root / f"seed_{seed}"
+
     # -- figures ------------------------------------------------------------------------------
     @property
     def reconstructions_figure(self) -> Path:
@@ -127,6 +152,18 @@ class RunLayout:
 
     def samples_figure(self, kind: str) -> Path:
         return self.figures / f"ar_samples_{kind}.png"
+
+    @property
+    def map_figure(self) -> Path:
+        return self.figures / "geodesic_map.png"
+
+    @property
+    def rate_distortion_figure(self) -> Path:
+        return self.figures / "rate_distortion.png"
+
+    @property
+    def purity_figure(self) -> Path:
+        return self.figures / "purity_vs_k.png"
 
     def relative(self, path: Path) -> str:
         """``path`` relative to the run directory (how stage records name their outputs)."""

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 #: Per-stage code versions: bump a stage's entry when its computation changes, so its old
 #: artifacts (and those of the stages that read them) are not reused. Unlisted stages are at 1.
-STAGE_VERSIONS = {"graph": 2, "quantize": 2, "geodesic": 2, "kmeans": 2}
+STAGE_VERSIONS = {"graph": 2, "quantize": 3, "geodesic": 2, "kmeans": 3}
 
 
 def jsonable(o):

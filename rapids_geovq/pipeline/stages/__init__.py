@@ -8,8 +8,10 @@ from .codebook import build_graph, euclidean, geodesic, kmedoids
 from .data import load_data
 from .priors import priors
 from .quantize import quantize
-from .vae import encode_latents, evaluate_vae, train_vae
+from .subsample import subsample
+from .sweep import sweep
+from .vae import encode_latents, evaluate_vae, train_vae, vae_bounds
 from .vqvae import vqvae
 
 __all__ = ["build_graph", "encode_latents", "euclidean", "evaluate_vae", "geodesic", "kmedoids", "load_data",
-           "priors", "quantize", "train_vae", "vqvae"]
+           "priors", "quantize", "subsample", "sweep", "train_vae", "vae_bounds", "vqvae"]

@@ -18,7 +18,9 @@ def codebook_estimator(ctx):
     cfg = ctx.cfg
     kc = cfg.kmeans
     return GeodesicCodebook(kc.n_clusters, k=cfg.graph.k, disconnected=cfg.graph.disconnected, n_init=kc.n_init,
-                            max_iter=kc.max_iter, swap=kc.swap, random_state=kc.seed, execution=ctx.execution)
+                            max_iter=kc.max_iter, swap=kc.swap, random_state=kc.seed, storage=ctx.storage,
+                            update_candidates=kc.update_candidates, swap_near=kc.swap_near, swap_far=kc.swap_far,
+                            execution=ctx.execution)
 
 
 def build_graph(ctx):
@@ -43,9 +45,12 @@ def build_graph(ctx):
 
 def geodesic(ctx):
     """Stage ``geodesic``: all-pairs geodesic rows as float32 shards, computed and held by the
-    engine's workers (resumes at the first missing or damaged shard)."""
+    engine's workers (resumes at the first missing or damaged shard). Not run with on-demand
+    storage, which never forms the matrix."""
     from ...geodesic.shortest_paths import load_row_shards
 
+    if ctx.storage == "on_demand":
+        return None
     lay = ctx.layout
     ex = ctx.execution_here()
     held = {}
@@ -66,20 +71,34 @@ def geodesic(ctx):
 
 
 def kmedoids(ctx):
-    """Stage ``kmeans``: geodesic k-medoids (K codes) where the shards are; writes the codebook."""
+    """Stage ``kmeans``: geodesic k-medoids (K codes) where the shards are, or on demand from the
+    graph (resuming a killed fit from its saved state); writes the codebook."""
     from ...geodesic.codebook import GeodesicCodebook
 
     lay = ctx.layout
     cfg = ctx.cfg
+    on_demand = ctx.storage == "on_demand"
 
     def run():
-        cb = codebook_estimator(ctx).fit_medoids(ctx.latents.train, ctx.geodesic, execution=ctx.execution_here())
+        cb = codebook_estimator(ctx)
+        if on_demand:
+            cb.fit_medoids_on_demand(ctx.latents.train, ctx.graph, execution=ctx.execution_here(),
+                                     checkpoint=lay.kmedoids_state)
+        else:
+            cb.fit_medoids(ctx.latents.train, ctx.geodesic, execution=ctx.execution_here())
         cb.save(lay.codebook)
-        return {"inertia": cb.inertia_, "n_iter": cb.n_iter_, "n_swaps": cb.n_swaps_,
-                "cluster": cfg.geodesic.cluster, "n_workers": ctx.engine.n_workers}
+        out = {"inertia": cb.inertia_, "n_iter": cb.n_iter_, "n_swaps": cb.n_swaps_, "storage": ctx.storage,
+               "cluster": cfg.geodesic.cluster, "n_workers": ctx.engine.n_workers}
+        if on_demand:
+            out["searches"] = cb.searches_
+            lay.kmedoids_state.unlink(missing_ok=True)  # finished: the codebook is the state now
+        return out
 
-    settings = {k: v for k, v in cfg.section("kmeans").items() if k not in ("euclidean_n_init", "block_rows")}
-    result = ctx.cache.stage("kmeans", settings, ["geodesic"], [lay.codebook], run, uses_workers=True)
+    drop = ("euclidean_n_init", "block_rows") + (() if on_demand else ("update_candidates", "swap_near", "swap_far"))
+    settings = {k: v for k, v in cfg.section("kmeans").items() if k not in drop}
+    settings["storage"] = ctx.storage
+    result = ctx.cache.stage("kmeans", settings, ["graph" if on_demand else "geodesic"], [lay.codebook], run,
+                             uses_workers=True)
     ctx.codebook = GeodesicCodebook.load(lay.codebook)
     return result
 

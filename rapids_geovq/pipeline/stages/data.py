@@ -27,10 +27,13 @@ def load_data(ctx) -> Data:
     n_train = cfg.data.n_train or have_train
     n_test = cfg.data.n_test or have_test
     from ...config import check_against_data
-    from ..disk import check_run_disk
+    from ..disk import check_run_disk, resolve_storage
 
     check_against_data(cfg, n_train, n_test)
-    check_run_disk(ctx.layout, cfg, n_train, n_test)
+    ctx.storage = resolve_storage(ctx.layout, cfg, n_train, n_test)
+    check_run_disk(ctx.layout, cfg, n_train, n_test, dense=ctx.storage == "dense")
+    if cfg.geodesic.storage == "auto":
+        log.info("geodesic storage: %s", ctx.storage)
     ctx.data = Data(images_to_float(mnist.train_images[:n_train]), images_to_float(mnist.test_images[:n_test]),
                     mnist.train_labels[:n_train].astype(np.int64), mnist.test_labels[:n_test].astype(np.int64),
                     mnist.source)

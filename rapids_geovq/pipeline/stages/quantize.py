@@ -11,7 +11,6 @@ from .codebook import euclidean_quantizer
 def quantize(ctx):
     """Stage ``quantize``: test codes, reconstructions' BCE per image and codebook statistics for
     Geo-VQ (medoid decoding), Geo-VQ with cluster-mean decoding, and Euclidean-VQ."""
-    from ... import sequences as S
     from ...models import training as T
 
     lay = ctx.layout
@@ -33,13 +32,24 @@ def quantize(ctx):
         mean_bce = T.bce_per_image(T.decode_latents(vae, means[geo_codes], device=device), x_test)
         save_npz(lay.test_codes, geo=geo_codes, euclidean=eu_codes, geo_bce=geo_bce, euclidean_bce=eu_bce,
                  geo_mean_bce=mean_bce, geo_cluster_means=means)
-        out = {"geo_mean": {"bce_sum": float(mean_bce.sum()), "bce_per_image": float(mean_bce.mean())}}
-        for name, test_codes, tr_codes, bce in (("geo", geo_codes, cb.labels_, geo_bce),
-                                                 ("euclidean", eu_codes, eu_train_codes, eu_bce)):
-            out[name] = {"bce_sum": float(bce.sum()), "bce_per_image": float(bce.mean()),
-                         "perplexity": S.perplexity(test_codes, K), "dead_codes": S.dead_codes(test_codes, K),
-                         "label_purity": S.label_purity(test_codes, y_test, K),
-                         "train_label_purity": S.label_purity(tr_codes, y_train, K)}
-        return out
+        return quantize_metrics(K, y_train, y_test, cb.labels_, geo_codes, geo_bce, mean_bce,
+                                eu_train_codes, eu_codes, eu_bce)
 
     return ctx.cache.stage("quantize", {"k": ctx.cfg.graph.k}, ["kmeans", "euclidean", "vae"], [lay.test_codes], run)
+
+
+def quantize_metrics(K, y_train, y_test, geo_train, geo_codes, geo_bce, mean_bce, eu_train, eu_codes, eu_bce) -> dict:
+    """BCE (sum and per image), BCE + rate under the uniform and unigram priors, and code
+    statistics, for Geo-VQ with medoid and with cluster-mean decoding and for Euclidean-VQ."""
+    from ... import sequences as S
+
+    out = {"geo_mean": {"bce_sum": float(mean_bce.sum()), "bce_per_image": float(mean_bce.mean()),
+                        "rates": S.rate_summary(mean_bce, geo_train, geo_codes, K)}}
+    for name, test_codes, tr_codes, bce in (("geo", geo_codes, geo_train, geo_bce),
+                                             ("euclidean", eu_codes, eu_train, eu_bce)):
+        out[name] = {"bce_sum": float(bce.sum()), "bce_per_image": float(bce.mean()),
+                     "rates": S.rate_summary(bce, tr_codes, test_codes, K),
+                     "perplexity": S.perplexity(test_codes, K), "dead_codes": S.dead_codes(test_codes, K),
+                     "label_purity": S.label_purity(test_codes, y_test, K),
+                     "train_label_purity": S.label_purity(tr_codes, y_train, K)}
+    return out

@@ -54,3 +54,22 @@ def evaluate_vae(ctx):
         return {"sums": T.evaluate_vae(ctx.vae, ctx.data.x_test, device=ctx.device)}
 
     return ctx.cache.stage("vae_eval", {}, ["vae"], [], run)
+
+
+def vae_bounds(ctx):
+    """Stage ``vae_bounds``: the VAE's test-set rows on one scale with the paper: the negative ELBO
+    of sampled latents (``eval.elbo_samples`` per image), the posterior-mean reconstruction (not a
+    bound), and the IWAE bound on -log p(x) with ``eval.iwae_k`` importance samples."""
+    from ...models import bounds as B
+
+    ev = ctx.cfg.eval
+
+    def run():
+        x = ctx.data.x_test
+        rows = [B.negative_elbo(ctx.vae, x, n_samples=ev.elbo_samples, seed=ev.seed, device=ctx.device),
+                B.posterior_mean_loss(ctx.vae, x, device=ctx.device),
+                B.iwae_bound(ctx.vae, x, k=ev.iwae_k, seed=ev.seed, device=ctx.device)]
+        return {r.label: r.summary() for r in rows}
+
+    return ctx.cache.stage("vae_bounds", {"elbo_samples": ev.elbo_samples, "iwae_k": ev.iwae_k, "seed": ev.seed},
+                           ["vae"], [], run)
