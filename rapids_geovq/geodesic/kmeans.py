@@ -38,6 +38,7 @@ on an undirected graph are.
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 
 import numpy as np
@@ -260,6 +261,7 @@ class KMedoidsDriver(BaseEstimator, ClusterMixin):
         n = src.n
         self._check_params(n)
         rng = _check_random_state(self.random_state)
+        self.timings_ = {"seeding": 0.0, "assignment": 0.0, "update": 0.0, "swaps": 0.0}
         best = None
         first = 0
         if resume is not None:
@@ -269,7 +271,9 @@ class KMedoidsDriver(BaseEstimator, ClusterMixin):
                         initial=first, total=self.n_init):
             here = resume if resume is not None and resume["restart"] == run else None
             if here is None or here["phase"] == "start":
+                t0 = time.perf_counter()
                 medoids = self._kmeanspp(src, n, rng)
+                self.timings_["seeding"] += time.perf_counter() - t0
                 if checkpoint:
                     checkpoint(self._state(run, "seeded", rng, best, medoids=medoids))
                 here = None
@@ -289,7 +293,9 @@ class KMedoidsDriver(BaseEstimator, ClusterMixin):
             if self.swap:
                 cp = None if checkpoint is None else (
                     lambda **kw: checkpoint(self._state(run, "swapping", rng, best, n_iter=n_iter, **kw)))
+                t0 = time.perf_counter()
                 medoids, rows, n_swaps = self._swap(src, medoids, rows, resume=swap_from, checkpoint=cp)
+                self.timings_["swaps"] += time.perf_counter() - t0
             labels, d1 = self._assign(rows, medoids)
             inertia = float(np.sum(d1))
             log.info("k-means restart %d: inertia %.6g after %d iterations and %d swaps",
@@ -364,16 +370,24 @@ class KMedoidsDriver(BaseEstimator, ClusterMixin):
         return new
 
     def _alternate(self, src, medoids: np.ndarray, *, check: bool = False):
+        t = self.timings_
+        t0 = time.perf_counter()
         rows, rows32 = self._medoid_rows(src, medoids, keep32=True)
+        t["update"] += time.perf_counter() - t0
         n_iter = 0
         for n_iter in range(1, self.max_iter + 1):
+            t0 = time.perf_counter()
             labels, _ = self._assign(rows, medoids)
+            t1 = time.perf_counter()
             new = self._medoid_update(src, labels, medoids, check=rows32 if check and n_iter == 1 else None)
             changed = np.flatnonzero(new != medoids)
             log.debug("k-means iteration %d: %d medoids moved", n_iter, changed.size)
+            if changed.size:
+                rows[changed] = self._medoid_rows(src, new[changed])
+            t["assignment"] += t1 - t0
+            t["update"] += time.perf_counter() - t1
             if changed.size == 0:
                 break
-            rows[changed] = self._medoid_rows(src, new[changed])
             medoids = new
         return medoids, rows, n_iter
 
@@ -395,7 +409,7 @@ class KMedoidsDriver(BaseEstimator, ClusterMixin):
         is_medoid[medoids] = True
         return (is_medoid, n1.copy(), d1.copy(), d2.copy(), removal), near
 
-    def _swap(self, src, medoids: np.ndarray, rows: np.ndarray, *, resume=None, checkpoint=None):
+    def _swap(self, src, medoids: np.ndarray, rows: np.ndarray, *, resume=None, checkpoint=None):  # noqa: C901
         """Eager FasterPAM-style swaps: the first improving candidate in scan order is swapped in.
 
         Blocks of candidates are evaluated ahead against the current medoids and consumed in scan
@@ -405,8 +419,6 @@ class KMedoidsDriver(BaseEstimator, ClusterMixin):
         whose candidates depend on the medoids draws them anew at the start of each pass (and
         looks ahead only within a pass).
         """
-        import time
-
         k, n = self.n_clusters, src.n
         if k == n or k == 1:  # nothing to swap, or the alternating step is already optimal
             return medoids, rows, 0
@@ -521,6 +533,8 @@ class GeodesicKMeans(KMedoidsDriver):
         Alternating iterations of the best restart.
     n_swaps_ : int
         Swaps applied in the best restart.
+    timings_ : dict
+        Seconds spent seeding, assigning, updating medoids and swapping, over all restarts.
     """
 
     def fit(self, D, y=None) -> "GeodesicKMeans":
