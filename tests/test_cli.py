@@ -1,32 +1,16 @@
 """The command line end to end: the quick job on real MNIST, the codebook command, clear errors."""
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from rapids_geovq.cli import main
-from rapids_geovq.data import DataError, load_mnist
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _mnist_available() -> bool:
-    try:
-        load_mnist()
-        return True
-    except DataError:
-        return False
-
-
-needs_mnist = pytest.mark.skipif(
-    not _mnist_available() and os.environ.get("CI") != "true",
-    reason="MNIST not fetched: run `rapids-geovq fetch-data` (CI always runs this test)",
-)
-
-
-@needs_mnist
+@pytest.mark.mnist
 def test_quick_job_end_to_end_and_resume(tmp_path, capsys):
     run_dir = tmp_path / "quick"
     overrides = [f"run_dir={run_dir}", "progress=false", "data.n_train=1200", "data.n_test=400",
@@ -160,3 +144,12 @@ def test_gpu_backend_without_gpu_is_one_clear_line(tmp_path, capsys):
     assert main(["codebook", "--latents", str(tmp_path / "Z.npy"), "--k", "3", "--clusters", "3",
                  "--backend", "rapids"]) == 2
     assert "backend=rapids needs" in capsys.readouterr().err
+
+
+def test_a_path_method_the_backend_lacks_stops_before_any_work(tmp_path, capsys):
+    # cuGraph is a RAPIDS method: refused at start-up, not inside the geodesic stage after the VAE
+    assert main(["run", str(ROOT / "jobs/quick.yaml"), "backend=numpy", "geodesic.method=cugraph",
+                 f"run_dir={tmp_path / 'run'}"]) == 2
+    err = capsys.readouterr().err
+    assert "geodesic.method=cugraph" in err and "backend=rapids" in err
+    assert not (tmp_path / "run").exists()  # refused while reading the job, before any work

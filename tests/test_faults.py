@@ -81,7 +81,7 @@ RUN = ["progress=false", "data.n_train=600", "data.n_test=200", "kmeans.n_cluste
 
 
 @pytest.fixture(scope="module")
-def small_run(tmp_path_factory):
+def small_run(tmp_path_factory):  # used by tests marked mnist
     run_dir = tmp_path_factory.mktemp("runs") / "small"
     assert main(["run", str(ROOT / "jobs/quick.yaml"), f"run_dir={run_dir}", *RUN]) == 0
     return run_dir
@@ -93,6 +93,7 @@ def _rerun(run_dir) -> tuple[int, dict]:
     return rc, stamps
 
 
+@pytest.mark.mnist
 @pytest.mark.parametrize("artifact, stage", [("artifacts/codebook.npz", "kmeans.json"),
                                              ("artifacts/latents.npz", "latents.json"),
                                              ("artifacts/knn_graph.npz", "graph.json")])
@@ -116,6 +117,7 @@ def test_damaged_artifact_is_reported_and_recomputed(small_run, artifact, stage,
     assert again["table1_sums"] == metrics["table1_sums"]  # the same results, recomputed
 
 
+@pytest.mark.mnist
 @pytest.mark.parametrize("record", [b"\xff\xfe\x00 not text", b"[]", b'{"key": 3}', b"{"])
 def test_unreadable_or_misshapen_record_is_treated_as_absent(small_run, record):
     (small_run / "stages" / "euclidean.json").write_bytes(record)
@@ -124,6 +126,7 @@ def test_unreadable_or_misshapen_record_is_treated_as_absent(small_run, record):
     assert json.loads((small_run / "stages" / "euclidean.json").read_text())["stage"] == "euclidean"
 
 
+@pytest.mark.mnist
 def test_an_edited_result_does_not_reach_the_metrics(small_run):
     rec_path = small_run / "stages" / "quantize.json"
     rec = json.loads(rec_path.read_text())
@@ -162,6 +165,7 @@ def test_full_disk_while_writing_a_shard_is_a_clear_error_and_resumes(tmp_path, 
     np.testing.assert_array_equal(S.to_array(), dijkstra(G).astype(np.float32))
 
 
+@pytest.mark.mnist
 def test_whole_run_disk_estimate_refuses_before_the_first_stage(tmp_path, monkeypatch, capsys):
     from rapids_geovq.common import resources
 
@@ -221,6 +225,7 @@ def test_lock_left_by_a_dead_process_is_taken_over(tmp_path):
 
 # -- 6. everything checked before the first stage ---------------------------------------------------
 
+@pytest.mark.mnist
 @pytest.mark.parametrize("override, message", [
     ("kmeans.n_clusters=70000", "kmeans.n_clusters=70000 is more than the 60000 training images"),
     ("geodesic.cluster=nonsense", "geodesic.cluster must be one of threads, local, local-cuda"),

@@ -1,27 +1,16 @@
 """Using a finished run: encode new images and decode codes from the command line; the codebook
 estimator and k-medoids behave as scikit-learn estimators."""
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from rapids_geovq.cli import main
-from rapids_geovq.data import DataError, load_mnist
+from rapids_geovq.data import load_mnist
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _mnist() -> bool:
-    try:
-        load_mnist()
-        return True
-    except DataError:
-        return False
-
-
-needs_mnist = pytest.mark.skipif(not _mnist() and os.environ.get("CI") != "true",
-                                 reason="MNIST not fetched: run `rapids-geovq fetch-data` (CI always runs this test)")
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +27,7 @@ def _idx(path, arr):
     path.write_bytes(header + arr.astype(">u1").tobytes())
 
 
-@needs_mnist
+@pytest.mark.mnist
 def test_encode_images_gives_the_runs_geodesic_codes(run, tmp_path, capsys):
     from rapids_geovq import GeodesicCodebook
     from rapids_geovq.data import images_to_float
@@ -64,7 +53,7 @@ def test_encode_images_gives_the_runs_geodesic_codes(run, tmp_path, capsys):
     assert (tmp_path / "grid.png").stat().st_size > 1000
 
 
-@needs_mnist
+@pytest.mark.mnist
 def test_encode_and_decode_refuse_what_they_cannot_use(run, tmp_path, capsys):
     import shutil
 

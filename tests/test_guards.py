@@ -385,20 +385,8 @@ def test_codebook_command_labels_distances_and_inertia_are_direct(tmp_path):
 
 # -- 9. the quick job codes its test images geodesically ---------------------------------------------
 
-def _mnist_available() -> bool:
-    from rapids_geovq.data import DataError, load_mnist
-
-    try:
-        load_mnist()
-        return True
-    except DataError:
-        return False
-
-
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
-    if not _mnist_available() and os.environ.get("CI") != "true":
-        pytest.skip("MNIST not fetched: run `rapids-geovq fetch-data` (CI always runs this test)")
+def quick_run(tmp_path_factory):  # used by tests marked mnist
     from rapids_geovq.cli import main
 
     run = tmp_path_factory.mktemp("quick") / "run"
@@ -408,6 +396,7 @@ def quick_run(tmp_path_factory):
     return run
 
 
+@pytest.mark.mnist
 def test_quick_job_test_codes_are_the_geodesic_codes(quick_run):
     run = quick_run
     cb = GeodesicCodebook.load(run / "artifacts/codebook.npz")
@@ -437,6 +426,7 @@ def test_quick_job_test_codes_are_the_geodesic_codes(quick_run):
     np.testing.assert_array_equal(saved[clear], np.argmin(brute, axis=1)[clear])
 
 
+@pytest.mark.mnist
 def test_quick_job_codebook_columns_are_the_geodesic_shards(quick_run):
     from rapids_geovq import load_row_shards
 

@@ -1,14 +1,12 @@
 """Jobs beyond one run: several seeds aggregated, the sweep over K and the subsample study, and the
 on-demand storage behind the same front door."""
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from rapids_geovq.cli import main
-from rapids_geovq.data import DataError, load_mnist
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["progress=false", "data.n_train=500", "data.n_test=200", "kmeans.n_clusters=8", "kmeans.n_init=1",
@@ -16,16 +14,7 @@ TINY = ["progress=false", "data.n_train=500", "data.n_test=200", "kmeans.n_clust
         "eval.iwae_k=20", "eval.elbo_samples=2"]
 
 
-def _mnist() -> bool:
-    try:
-        load_mnist()
-        return True
-    except DataError:
-        return False
-
-
-pytestmark = pytest.mark.skipif(not _mnist() and os.environ.get("CI") != "true",
-                                reason="MNIST not fetched: run `rapids-geovq fetch-data` (CI always runs this test)")
+pytestmark = pytest.mark.mnist
 
 
 def test_seeds_are_runs_of_their_own_reported_as_mean_and_sd(tmp_path, capsys):

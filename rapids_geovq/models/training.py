@@ -25,7 +25,7 @@ from .prior import GRUPrior, PriorConfig
 from .vae import VAE, VAEConfig, vae_loss
 from .vqvae import VQVAE, VQVAEConfig, kmeans_centroids, vqvae_loss
 
-logger = logging.getLogger("rapids_geovq")
+logger = logging.getLogger(__name__)
 
 Device = str | torch.device
 

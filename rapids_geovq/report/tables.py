@@ -63,8 +63,8 @@ def table1_markdown(view: dict) -> str:
     seeds = is_summary(t["vae_neg_elbo"]["total"])
     spread = "mean ± sd over seeds" if seeds else "± standard error over test images"
     lines = [
-        f"| Model | BCE | rate | **total = BCE + rate** (uniform prior over codes) | total, unigram prior | "
-        f"paper: total / image |",
+        "| Model | BCE | rate | **total = BCE + rate** (uniform prior over codes) | total, unigram prior | "
+        "paper: total / image |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     for key, label, paper in ROWS:
