@@ -20,6 +20,7 @@ import json
 import os
 import threading
 import uuid
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -82,19 +83,22 @@ class ShardInfo:
 
 # --- shard files open in this process ---------------------------------------------------------
 
-_OPEN: dict = {}  # path -> (crc32, memory map): one mapping per file and process
+_OPEN: dict = {}  # path -> (crc32, weak reference to its memory map): one mapping per file and process
 _OPEN_LOCK = threading.Lock()
 
 
 def open_shard(path: str | os.PathLike, crc32: int | None = None) -> np.ndarray:
-    """A read-only memory map of a shard file, shared by the shard handles of this process (a file
-    rewritten with another checksum replaces its old mapping)."""
+    """A read-only memory map of a shard file, shared by the shard handles of this process while
+    any of them uses it (a file rewritten with another checksum replaces its old mapping; a mapping
+    no handle holds any more is unmapped, not kept for the life of the process)."""
     key = str(path)
     with _OPEN_LOCK:
         hit = _OPEN.get(key)
-        if hit is None or hit[0] != crc32:
-            hit = _OPEN[key] = (crc32, np.load(key, mmap_mode="r"))
-        return hit[1]
+        arr = hit[1]() if hit is not None and hit[0] == crc32 else None
+        if arr is None:
+            arr = np.load(key, mmap_mode="r")
+            _OPEN[key] = (crc32, weakref.ref(arr))
+        return arr
 
 
 class ShardFiles:
