@@ -64,7 +64,7 @@ def one(args) -> dict:
     print(f"n={n}: graph {out['graph']}", flush=True)
     ex = Execution(backend="numpy", n_workers=args.workers, progress=False)
     t = time.perf_counter()
-    km = OnDemandKMedoids(args.clusters, n_init=args.n_init, random_state=args.seed, execution=ex).fit(graph)
+    km = OnDemandKMedoids(args.clusters, n_init=args.n_init, random_state=args.seed, execution=ex).fit(graph, latents=Z)
     total = time.perf_counter() - t
     out["on_demand"] = {"seconds": round(total, 2), "phases": {k: round(v, 2) for k, v in km.timings_.items()},
                         "searches": km.searches_, "objective": km.inertia_, "n_iter": km.n_iter_,

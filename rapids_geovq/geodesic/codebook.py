@@ -202,7 +202,7 @@ class GeodesicCodebook(BaseEstimator):
         km = OnDemandKMedoids(self.n_codes, n_init=self.n_init, max_iter=self.max_iter, swap=self.swap,
                               random_state=self.random_state, update_candidates=self.update_candidates,
                               swap_near=self.swap_near, swap_far=self.swap_far, execution=ex).fit(
-                                  graph, checkpoint=checkpoint)
+                                  graph, latents=Z, checkpoint=checkpoint)
         self.medoid_indices_ = km.medoid_indices_
         self.labels_ = km.labels_
         self.inertia_ = km.inertia_

@@ -27,9 +27,13 @@ score the same candidates (``update_candidates=None, swap_near=None``: every poi
 dense algorithm; tested on small graphs). At scale, scoring every point in every pass would cost a
 whole all-pairs computation per pass, so the candidates are restricted, per cluster:
 
-* medoid update: the ``update_candidates`` members nearest the current medoid. The best member
-  (the cluster's geodesic centre) is near the medoid once seeding and the first iterations have
-  placed it; a cluster whose best member lies farther is improved by the swap phase instead.
+* medoid update: the ``update_candidates`` members nearest the current medoid (by geodesic
+  distance) or, where the latents are given, half of them nearest the medoid and half nearest the
+  cluster's mean latent. The best member (the cluster's geodesic centre) lies near one or the
+  other: near the medoid once the iterations have moved it close, near the mean latent for the
+  compact clusters of a VAE's latent space, which lets a medoid far from its centre jump there in
+  one iteration instead of walking to it. The current medoid is always a candidate, so no update
+  raises the cost.
 * swaps: the ``swap_near`` members nearest each medoid (local moves, which are most of FasterPAM's
   improving swaps after a good start) and the ``swap_far`` members farthest from it (the points
   that pay the most, where a new medoid would open a cluster), drawn again after every pass that
@@ -84,7 +88,7 @@ class OnDemandSource:
     """
 
     def __init__(self, plan, engine, backend, *, update_candidates=64, swap_near=96, swap_far=32,
-                 batches_per_task: int = 2):
+                 batches_per_task: int = 2, latents=None):
         from ..cpu.kernels import LANES
 
         self.plan = plan
@@ -95,6 +99,7 @@ class OnDemandSource:
         self._local = threading.local()
         self._lanes = LANES
         self.update_candidates = update_candidates
+        self.latents = None if latents is None else np.asarray(latents)
         self.swap_near = swap_near
         self.swap_far = swap_far
         self.refreshes_candidates = swap_near is not None
@@ -200,9 +205,18 @@ class OnDemandSource:
             if mem.size == 0:
                 continue
             dist = M[c, mem]
-            if self.update_candidates is not None and mem.size > self.update_candidates:
-                pick = np.lexsort((mem, dist))[: self.update_candidates]
-                cand = mem[pick]
+            m = self.update_candidates
+            if m is not None and mem.size > m:
+                if self.latents is not None and m > 1:
+                    # half nearest the medoid, half nearest the cluster's mean latent
+                    z = self.latents[mem].astype(np.float64)
+                    to_mean = ((z - z.mean(axis=0)) ** 2).sum(axis=1)
+                    near = mem[np.lexsort((mem, dist))[: m - m // 2]]
+                    central = mem[np.lexsort((mem, to_mean))]
+                    central = central[~np.isin(central, near)][: m // 2]
+                    cand = np.concatenate([near, central])
+                else:
+                    cand = mem[np.lexsort((mem, dist))[:m]]
                 if medoids[c] not in cand:
                     cand = np.append(cand[:-1], medoids[c])
             else:
@@ -310,7 +324,7 @@ class OnDemandKMedoids(KMedoidsDriver):
         self.swap_near = swap_near
         self.swap_far = swap_far
 
-    def fit(self, graph, y=None, *, checkpoint=None) -> "OnDemandKMedoids":
+    def fit(self, graph, y=None, *, latents=None, checkpoint=None) -> "OnDemandKMedoids":
         """Cluster the nodes of ``graph`` (a symmetric, connected kNN graph, SciPy sparse) by
         geodesic k-medoids.
 
@@ -318,6 +332,10 @@ class OnDemandKMedoids(KMedoidsDriver):
         ----------
         graph : sparse matrix (n, n)
             E.g. :func:`rapids_geovq.knn_graph`; a directed one is symmetrised with a warning.
+        latents : array (n, d), optional
+            The points the graph was built on: half of each medoid update's candidates are then the
+            members nearest the cluster's mean latent (see the module docstring). Every distance
+            used is still geodesic.
         checkpoint : path, optional
             A file (``.npz``) where the fit saves its state and from which a killed fit of the same
             graph and settings resumes.
@@ -334,7 +352,9 @@ class OnDemandKMedoids(KMedoidsDriver):
         self._check_params(plan.n)
         ex = self.execution or Execution(backend="numpy")
         backend = ex.resolve_backend()
-        key = self._fingerprint(plan)
+        if latents is not None and np.shape(latents)[0] != plan.n:
+            raise ValueError(f"latents has {np.shape(latents)[0]} rows but the graph has {plan.n} nodes")
+        key = self._fingerprint(plan) + ("|latents" if latents is not None else "")
         resume = _load_state(checkpoint, key) if checkpoint else None
         if resume is not None:
             log.info("on-demand k-medoids: resuming from %s (restart %d, %s)", checkpoint, resume["restart"],
@@ -342,7 +362,7 @@ class OnDemandKMedoids(KMedoidsDriver):
         save = (lambda state: _save_state(checkpoint, key, state)) if checkpoint else None
         with ex.open_engine() as engine:
             src = OnDemandSource(plan, engine, backend, update_candidates=self.update_candidates,
-                                 swap_near=self.swap_near, swap_far=self.swap_far)
+                                 swap_near=self.swap_near, swap_far=self.swap_far, latents=latents)
             self._run(src, progress=ex.progress, resume=resume, checkpoint=save)
             self.medoid_rows_ = src.rows(self.medoid_indices_)
         self.searches_ = dict(src.counts)
