@@ -40,6 +40,9 @@ def test_seeds_are_runs_of_their_own_reported_as_mean_and_sd(tmp_path, capsys):
     assert not per[1]["sweep"] and per[0]["sweep"]
     report = (run / "report.md").read_text()
     assert "mean ± sd over seeds" in report and "Rate-distortion" in report and "fitting on every latent" in report
+    # the reading states the sweep's and the subsample study's outcome in numbers
+    assert "Geo-VQ minus Euclidean-VQ" in report and "at K = 4" in report and "at K = 8" in report
+    assert "Codebooks fitted on random subsamples" in report and "(250)" in report
     for name in ("rate_distortion.png", "purity_vs_k.png", "geodesic_map.png"):
         assert (run / "figures" / name).exists()
     # resumable: a second call recomputes nothing

@@ -107,7 +107,7 @@ def run_seeds(cfg: JobConfig) -> dict:
                    "n_train": first["n_train"], "n_test": first["n_test"],
                    "aggregate": aggregate_seeds(comparable), "sweep": first["sweep"], "subsample": first["subsample"],
                    "first_seed_run": str(layout.seed_run(cfg.seeds[0])), "machine": first["machine"],
-                   "seconds": {str(s): sum(st["seconds"] for st in m["stages"].values() if not st["skipped"])
+                   "seconds": {str(s): sum(st["seconds"] for st in m["stages"].values())
                                for s, m in per_seed.items()},
                    "per_seed": {str(s): m for s, m in per_seed.items()}}
         with full_disk_names(layout.root, "metrics, figures and report"):

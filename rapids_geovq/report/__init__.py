@@ -125,7 +125,8 @@ def write_report(layout, cfg, metrics: dict) -> Path:
     if not seeds:
         parts += ["## Stages", stages_markdown(metrics)]
     else:
-        parts += ["## Time", "Wall time of the stages each seed ran in this invocation (s): "
+        parts += ["## Time", "Wall time of each seed's stages (s; a stage resumed from an earlier invocation counts the time "
+                  "of the invocation that computed it): "
                   + ", ".join(f"seed {s}: {t:.0f}" for s, t in metrics["seconds"].items()) + "."]
     layout.report.write_text("\n\n".join(parts) + "\n")
     return layout.report

@@ -160,12 +160,15 @@ def sweep_markdown(sweep: dict) -> str:
     for K in sorted(pts):
         cells = [f"{pts[K][n]['bce']:.2f}" if n in pts[K] else "" for n, _ in names]
         lines.append(f"| {K} | {math.log2(K):.0f} | " + " | ".join(cells) + " |")
-    lines += ["", "Test BCE per image (nats). Label purity against K:", "",
-              "| K | " + " | ".join(label for n, label in names if n != "geovq_cluster_mean") + " |",
-              "|---:|" + "---:|" * (len(names) - 1)]
+    vq_names = [(n, label) for n, label in names if n.startswith("vqvae")]
+    lines += ["", "Test BCE per image (nats). Label purity against K, and the VQ-VAEs' dead test codes:", "",
+              "| K | " + " | ".join(label for n, label in names if n != "geovq_cluster_mean") + " | "
+              + " | ".join(f"{label}: dead codes" for _, label in vq_names) + " |",
+              "|---:|" + "---:|" * (len(names) - 1 + len(vq_names))]
     for K in sorted(pts):
         cells = [f"{pts[K][n]['purity']:.3f}" if "purity" in pts[K].get(n, {}) else ""
                  for n, _ in names if n != "geovq_cluster_mean"]
+        cells += [f"{pts[K][n]['dead']} of {K}" if "dead" in pts[K].get(n, {}) else "" for n, _ in vq_names]
         lines.append(f"| {K} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -227,20 +230,67 @@ def reading(view: dict, sweep: dict | None, sub: dict | None, full: dict | None)
                f"Test label purity: geodesic {purity['geodesic']:.3f}, Euclidean {purity['euclidean']:.3f}, VQ-VAEs "
                f"{purity['vqvae']:.3f} and {purity['vqvae_strong']:.3f}.")
     if sweep:
-        pts = sweep_points(sweep)
-        wins = [K for K in sorted(pts) if "geovq" in pts[K] and "euclidean_vq" in pts[K]
-                and pts[K]["geovq"]["bce"] < pts[K]["euclidean_vq"]["bce"]]
-        mean_wins = [K for K in sorted(pts) if "geovq_cluster_mean" in pts[K] and "euclidean_vq" in pts[K]
-                     and pts[K]["geovq_cluster_mean"]["bce"] < pts[K]["euclidean_vq"]["bce"]]
-        out.append("Across codebook sizes " + ", ".join(str(K) for K in sorted(pts)) + ": geodesic medoid decoding "
-                   + (f"has the lower BCE than Euclidean-VQ at K = {', '.join(map(str, wins))}" if wins else
-                      "never reaches Euclidean-VQ's BCE")
-                   + "; cluster-mean decoding of the geodesic partition "
-                   + (f"beats it at K = {', '.join(map(str, mean_wins))}." if mean_wins else "does not beat it either."))
+        out.append(_sweep_reading(sweep_points(sweep)))
     if sub and full:
-        worst = max(r["objective_all"] for by in sub.values() for r in by.values()) / value(full["objective"])
-        small = min(sub, key=int)
-        out.append(f"Fitting on every latent instead of a random subsample lowers the objective on all latents: the "
-                   f"subsample fits are up to {100 * (worst - 1):.1f} % above the full fit (the smallest, "
-                   f"{int(small):,} latents, the most); see the subsample table for what it does to BCE and purity.")
+        out.append(_subsample_reading(sub, full))
     return " ".join(out)
+
+
+def _sweep_reading(pts: dict) -> str:
+    """Where geodesic codes win and lose across K, with the numbers (one seed's sweep)."""
+    Ks = sorted(pts)
+    both = [K for K in Ks if "geovq" in pts[K] and "euclidean_vq" in pts[K]]
+    parts = []
+    if both:
+        gaps = ", ".join(f"{pts[K]['geovq']['bce'] - pts[K]['euclidean_vq']['bce']:+.1f} at K = {K}" for K in both)
+        wins = [K for K in both if pts[K]["geovq"]["bce"] < pts[K]["euclidean_vq"]["bce"]]
+        parts.append("Across codebook sizes " + ", ".join(map(str, Ks)) + ", geodesic medoid decoding "
+                     + (f"has the lower BCE than Euclidean-VQ at K = {', '.join(map(str, wins))}" if wins else
+                        "never reaches Euclidean-VQ's BCE")
+                     + f" (BCE per image, Geo-VQ minus Euclidean-VQ: {gaps})")
+        mean = [K for K in both if "geovq_cluster_mean" in pts[K]]
+        if mean:
+            mgaps = ", ".join(f"{pts[K]['geovq_cluster_mean']['bce'] - pts[K]['euclidean_vq']['bce']:+.1f}"
+                              for K in mean)
+            parts[-1] += f"; decoding the geodesic clusters' means narrows that to {mgaps}."
+        else:
+            parts[-1] += "."
+        pur = [K for K in both if "purity" in pts[K]["geovq"] and "purity" in pts[K]["euclidean_vq"]]
+        if pur:
+            diffs = {K: pts[K]["geovq"]["purity"] - pts[K]["euclidean_vq"]["purity"] for K in pur}
+            higher = [K for K in pur if diffs[K] > 0]
+            parts.append("The geodesic partition's test label purity is "
+                         + (f"higher than Euclidean-VQ's at K = {', '.join(map(str, higher))}" if higher else
+                            "never higher than Euclidean-VQ's")
+                         + " (differences " + ", ".join(f"{diffs[K]:+.3f}" for K in pur) + ")"
+                         + (", the margin shrinking as K grows." if len(pur) > 1 and abs(diffs[pur[-1]]) < abs(diffs[pur[0]])
+                            else "."))
+    strong = [K for K in Ks if "vqvae_strong" in pts[K]]
+    if strong:
+        best = [K for K in strong if all(pts[K]["vqvae_strong"]["bce"] <= pts[K][n]["bce"] for n in pts[K])]
+        if best:
+            parts.append(f"The strong VQ-VAE has the lowest BCE of all codebooks at K = {', '.join(map(str, best))}.")
+    paper = [K for K in Ks if "vqvae" in pts[K] and "dead" in pts[K]["vqvae"]]
+    if paper:
+        used = ", ".join(f"{K - pts[K]['vqvae']['dead']} of {K}" for K in paper)
+        parts.append(f"The paper-faithful VQ-VAE uses {used} test codes, so its BCE "
+                     + ", ".join(f"{pts[K]['vqvae']['bce']:.2f}" for K in paper) + " stops following K.")
+    return " ".join(parts)
+
+
+def _subsample_reading(sub: dict, full: dict) -> str:
+    """What fitting on every latent changes and what it does not, per subsample size (mean over seeds)."""
+    import numpy as np
+
+    f_obj, f_bce, f_pur = value(full["objective"]), value(full["bce"]), value(full["purity"])
+    rows = []
+    for size in sorted(sub, key=int):
+        runs = list(sub[size].values())
+        rows.append((int(size), 100 * (np.mean([r["objective_all"] for r in runs]) / f_obj - 1),
+                     np.mean([r["geovq_bce_per_image"] for r in runs]), np.mean([r["label_purity"] for r in runs])))
+    obj = ", ".join(f"{e:+.1f} % ({n:,})" for n, e, _, _ in rows)
+    bce = ", ".join(f"{b:.2f}" for _, _, b, _ in rows)
+    pur = ", ".join(f"{p:.3f}" for _, _, _, p in rows)
+    return (f"Codebooks fitted on random subsamples, evaluated on all latents, have a higher objective than the "
+            f"fit on every latent: {obj}, mean over seeds; their Geo-VQ test BCE is {bce} against {f_bce:.2f}, "
+            f"and their test label purity {pur} against {f_pur:.3f}.")
