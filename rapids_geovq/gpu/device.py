@@ -81,13 +81,44 @@ def numba_cuda_problem() -> str | None:
     try:
         from numba import cuda
 
-        if cuda.is_available():
-            return None
+        available = cuda.is_available()
     except Exception:  # a Numba without a CUDA target for this driver
-        pass
+        available = False
+    if available:
+        return None if simulated() else _kernel_compile_problem()
     return ("Numba-CUDA finds no usable CUDA driver or toolkit here (python -c 'from numba import cuda; "
             "cuda.detect()' says why); install numba-cuda for this CUDA version "
             "(pip install 'numba-cuda[cu12]' or 'numba-cuda[cu13]')")
+
+
+def _noop_kernel(x):  # pragma: no cover - compiled, never run
+    pass
+
+
+def _kernel_compile_problem() -> str | None:
+    """None if Numba-CUDA compiles a kernel here, else what is wrong and how to fix it.
+
+    The first compilation loads Numba-CUDA's whole typing machinery, which is where a NumPy newer
+    than the numba-cuda release breaks (numba-cuda 0.30.4 registers ``np.row_stack``, which NumPy
+    2.5 removed): checked here, before any stage runs, rather than in the geodesic stage after the
+    VAE. Compiling to PTX needs no launch and takes about a second, once per process.
+    """
+    try:
+        from numba import cuda, types
+
+        cuda.compile_ptx(_noop_kernel, (types.float64[:],))
+        return None
+    except Exception as exc:  # noqa: BLE001 - any failure here would fail the first kernel the same way
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            nc = f"numba-cuda {version('numba-cuda')}"
+        except PackageNotFoundError:
+            nc = "Numba's CUDA target"
+        fix = ("install a NumPy that it supports (pip install 'numpy<2.5') or a numba-cuda release that "
+               "supports this NumPy" if "row_stack" in str(exc) else
+               "python -c 'from numba import cuda; cuda.detect()' says more")
+        return f"{nc} cannot compile a kernel with NumPy {np.__version__} ({type(exc).__name__}: {exc}); {fix}"
 
 
 def keep_on_device(rows):
