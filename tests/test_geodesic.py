@@ -326,6 +326,23 @@ def test_kmeans_identical_with_dask_workers_and_without_cluster(tmp_path, dask_e
         assert other.inertia_ == on_dask.inertia_
 
 
+def test_dask_rows_read_from_the_shard_files_equal_the_workers_rows(tmp_path, dask_engine):
+    """The driver reads medoid rows from the shard files where it can (no round trip per shard):
+    the same rows the workers hold."""
+    from rapids_geovq.geodesic.engine import take_local
+
+    Z = points_with_duplicates(n=250)
+    S = geodesic_row_shards(knn_graph(Z, 6), tmp_path / "geo", shard_rows=60, engine=dask_engine, progress=False)
+    R = S.held
+    want = geodesic_matrix(knn_graph(Z, 6))
+    idx = np.array([0, 249, 61, 11, 10, 130])
+    assert R._readable_files() is not None  # a LocalCluster on this machine: the files are here
+    np.testing.assert_array_equal(R.take_rows(idx), want[idx])
+    by_task = np.stack([dask_engine.gather([R.submit(int(R._shard_of[i]), take_local, R._local[[i]])])[0][0]
+                        for i in idx])
+    np.testing.assert_array_equal(R.take_rows(idx), by_task)
+
+
 def test_kmeans_errors():
     D = geodesic_matrix(knn_graph(points_with_duplicates(n=30), 4))
     with pytest.raises(ValueError, match="more than the 30 points"):

@@ -117,6 +117,7 @@ class DenseSource:
         self.block_rows = block_rows
         self._workers = self.engine.workers()
         self._sent = 0
+        self._running: dict = {}  # per worker, the swap tasks sent to it that may still run
 
     # -- whole rows ---------------------------------------------------------------------------
     def rows(self, points) -> np.ndarray:
@@ -171,13 +172,29 @@ class DenseSource:
         R = self.R
         shard = int(np.searchsorted(R.bounds, p0, side="right") - 1)
         lo = p0 - int(R.bounds[shard])
-        # consecutive blocks mostly share a shard: spread them over the workers
-        worker = self._workers[self._sent % len(self._workers)]
+        worker = self._next_worker()
+        fut = R.submit(shard, _swap_task, lo, lo + p1 - p0, ctx, stop_below, worker=worker)
+        self._running.setdefault(worker, []).append(fut)
+        return fut
+
+    def _next_worker(self):
+        """Consecutive blocks mostly share a shard: spread them over the workers, in turn, skipping
+        workers still busy with tasks the driver dropped at a swap (a running task cannot be
+        stopped, and the first task after a swap should not wait behind one)."""
+        n = len(self._workers)
+        for i in range(n):
+            w = self._workers[(self._sent + i) % n]
+            left = [f for f in self._running.get(w, ()) if not f.done()]
+            self._running[w] = left
+            if not left:
+                self._sent += i + 1
+                return w
+        w = self._workers[self._sent % n]
         self._sent += 1
-        return R.submit(shard, _swap_task, lo, lo + p1 - p0, ctx, stop_below, worker=worker)
+        return w
 
     def lookahead(self) -> int:
-        return 2 * self.engine.n_workers
+        return getattr(self.engine, "swap_tasks_per_worker", 2) * self.engine.n_workers
 
 
 def _check_symmetric(medoids: np.ndarray, medoid_rows: np.ndarray, shard_rows, shard_cols) -> None:
