@@ -112,7 +112,7 @@ def run_seeds(cfg: JobConfig) -> dict:
                    "per_seed": {str(s): m for s, m in per_seed.items()}}
         with full_disk_names(layout.root, "metrics, figures and report"):
             write_metrics(layout, metrics)
-            report.write_seed_figures(layout, cfg, metrics)
+            report.write_seed_figures(layout, RunLayout(metrics["first_seed_run"]), metrics)
             report.write_report(layout, cfg, metrics)
         return metrics
     finally:

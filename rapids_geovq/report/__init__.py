@@ -26,12 +26,10 @@ def write_figures(ctx, metrics: dict) -> list[Path]:
     return out
 
 
-def write_seed_figures(layout, cfg, metrics: dict) -> list[Path]:
-    """A multi-seed job's figures: the first seed's (copied), the sweep curves from its sweep."""
-    from ..pipeline.layout import RunLayout
-
+def write_seed_figures(layout, first, metrics: dict) -> list[Path]:
+    """A multi-seed job's figures: the first seed's run layout ``first``'s (copied), the sweep curves
+    from its sweep. (Layouts come from the caller: the report does not build run paths itself.)"""
     layout.figures.mkdir(parents=True, exist_ok=True)
-    first = RunLayout(metrics["first_seed_run"])
     out = []
     for src in sorted(first.figures.glob("*.png")):
         dst = layout.figures / src.name
