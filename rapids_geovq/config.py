@@ -77,8 +77,8 @@ class KMeansConfig:
     # on-demand storage only: candidates per cluster scored in a medoid update (nearest the
     # medoid) and in the swap scan (nearest and farthest); null: every point (the dense algorithm)
     update_candidates: Optional[int] = 64
-    swap_near: Optional[int] = 96
-    swap_far: Optional[int] = 32
+    swap_near: Optional[int] = 192
+    swap_far: Optional[int] = 64
 
 
 @dataclass

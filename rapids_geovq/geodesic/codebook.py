@@ -54,7 +54,7 @@ class GeodesicCodebook(BaseEstimator):
         (:class:`~rapids_geovq.geodesic.ondemand.OnDemandKMedoids`, same objective, every distance
         exact, swap and update candidates restricted per cluster); ``auto``: dense when the matrix
         fits in memory or on the work directory's disk, else on demand.
-    update_candidates, swap_near, swap_far : int or None, default=64, 96, 32
+    update_candidates, swap_near, swap_far : int or None, default=64, 192, 64
         On-demand only: candidates per cluster (see
         :class:`~rapids_geovq.geodesic.ondemand.OnDemandKMedoids`); None: every point.
     execution : Execution, optional
@@ -83,7 +83,7 @@ class GeodesicCodebook(BaseEstimator):
 
     def __init__(self, n_codes: int = 64, *, k: int = 10, disconnected: str = "repair", n_init: int = 3,
                  max_iter: int = 100, swap: bool = True, random_state=0, storage: str = "auto",
-                 update_candidates=64, swap_near=96, swap_far=32, execution: Execution | None = None):
+                 update_candidates=64, swap_near=192, swap_far=64, execution: Execution | None = None):
         self.n_codes = n_codes
         self.k = k
         self.disconnected = disconnected

@@ -87,7 +87,7 @@ class OnDemandSource:
         Batches of 8 candidates per swap task.
     """
 
-    def __init__(self, plan, engine, backend, *, update_candidates=64, swap_near=96, swap_far=32,
+    def __init__(self, plan, engine, backend, *, update_candidates=64, swap_near=192, swap_far=64,
                  batches_per_task: int = 2, latents=None):
         from ..cpu.kernels import LANES
 
@@ -297,7 +297,7 @@ class OnDemandKMedoids(KMedoidsDriver):
         As for :class:`~rapids_geovq.GeodesicKMeans`.
     update_candidates : int or None, default=64
         Members per cluster scored in a medoid update (those nearest the medoid); None: all.
-    swap_near, swap_far : int or None, default=96 and 32
+    swap_near, swap_far : int or None, default=192 and 64
         Swap candidates per cluster: the members nearest to and farthest from its medoid.
         ``swap_near=None``: every point, in row order (the dense algorithm).
     execution : Execution, optional
@@ -316,7 +316,7 @@ class OnDemandKMedoids(KMedoidsDriver):
     """
 
     def __init__(self, n_clusters: int = 64, *, n_init: int = 3, max_iter: int = 100, swap: bool = True,
-                 max_swap_passes: int = 20, random_state=None, update_candidates=64, swap_near=96, swap_far=32,
+                 max_swap_passes: int = 20, random_state=None, update_candidates=64, swap_near=192, swap_far=64,
                  execution: Execution | None = None):
         super().__init__(n_clusters, n_init=n_init, max_iter=max_iter, swap=swap, max_swap_passes=max_swap_passes,
                          random_state=random_state, execution=execution)
