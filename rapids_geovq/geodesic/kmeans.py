@@ -194,7 +194,7 @@ class DenseSource:
         return w
 
     def lookahead(self) -> int:
-        return getattr(self.engine, "swap_tasks_per_worker", 2) * self.engine.n_workers
+        return self.engine.swap_tasks_per_worker * self.engine.n_workers
 
 
 def _check_symmetric(medoids: np.ndarray, medoid_rows: np.ndarray, shard_rows, shard_cols) -> None:

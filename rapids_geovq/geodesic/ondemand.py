@@ -285,7 +285,7 @@ class OnDemandSource:
         return self.engine.submit(task)
 
     def lookahead(self) -> int:
-        return 2 * self.engine.n_workers
+        return self.engine.swap_tasks_per_worker * self.engine.n_workers
 
 
 class OnDemandKMedoids(KMedoidsDriver):

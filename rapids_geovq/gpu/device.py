@@ -6,6 +6,7 @@ GPU backend that cannot run stops with a message that names what is missing.
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 
@@ -95,6 +96,7 @@ def _noop_kernel(x):  # pragma: no cover - compiled, never run
     pass
 
 
+@functools.lru_cache(maxsize=None)  # once per process: every backend resolution asks
 def _kernel_compile_problem() -> str | None:
     """None if Numba-CUDA compiles a kernel here, else what is wrong and how to fix it.
 

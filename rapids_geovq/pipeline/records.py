@@ -21,6 +21,7 @@ from typing import Callable
 import numpy as np
 
 from ..common.resources import AnonPeak, children_peak_rss_bytes, peak_rss_bytes, reset_peak_rss
+from ..data import file_sha256
 from .layout import RunLayout
 
 log = logging.getLogger(__name__)
@@ -56,15 +57,6 @@ def save_npz(path: Path, **arrays) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-
-
-def file_digest(path: Path, chunk: int = 1 << 22) -> str:
-    """SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def result_digest(result) -> str:
@@ -117,7 +109,7 @@ class StageCache:
             rel = self.layout.relative(out)
             if not out.exists():
                 raise StaleRecord(f"{out} is missing")
-            if record["digests"].get(rel) != file_digest(out):
+            if record["digests"].get(rel) != file_sha256(out):
                 raise StaleRecord(f"{out} is damaged or was changed (its SHA-256 differs from the record's)")
         return record
 
@@ -164,7 +156,7 @@ class StageCache:
                   "peak_rss_gib": round(peak_rss_bytes() / 2**30, 3), "peak_anon_gib": round(anon.peak / 2**30, 3),
                   "children_peak_rss_gib": round(children_peak_rss_bytes() / 2**30, 3) if uses_workers else None,
                   "outputs": [self.layout.relative(o) for o in outputs],
-                  "digests": {self.layout.relative(o): file_digest(o) for o in outputs},
+                  "digests": {self.layout.relative(o): file_sha256(o) for o in outputs},
                   "result": result, "result_digest": result_digest(result)}
         atomic_json(record_path, record)
         log.info("stage %-14s done in %.1f s (peak RSS %.2f GiB, of it allocated %.2f GiB)", name,
