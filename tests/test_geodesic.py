@@ -326,6 +326,140 @@ def test_kmeans_identical_with_dask_workers_and_without_cluster(tmp_path, dask_e
         assert other.inertia_ == on_dask.inertia_
 
 
+def _count_block_swaps(monkeypatch):
+    """Record, per swap task the driver used, how many swaps it reported."""
+    from rapids_geovq.geodesic import kmeans as K
+
+    seen = []
+    real = K.DenseSource.swap_result
+
+    def counting(self, fut):
+        hits, scanned = real(self, fut)
+        seen.append(len(hits))
+        return hits, scanned
+
+    monkeypatch.setattr(K.DenseSource, "swap_result", counting)
+    return seen
+
+
+def test_dask_workers_apply_swaps_themselves_with_identical_results(tmp_path, dask_engine, monkeypatch):
+    """On a Dask engine a swap task applies the swaps it finds and scans on to the end of its
+    block (several swaps per round trip); the swaps are still those of a one-at-a-time scan. Shard
+    files: the workers read new medoid rows from them. In-memory shards: the rows travel with the
+    tasks."""
+    from sklearn.datasets import make_blobs
+
+    Z, _ = make_blobs(n_samples=1200, centers=10, n_features=4, cluster_std=2.0, random_state=3)
+    G = knn_graph(Z, 8)
+    S = geodesic_row_shards(G, tmp_path / "geo", shard_rows=400, n_workers=1, progress=False)
+    kw = dict(random_state=2, n_init=2)
+    ref = GeodesicKMeans(16, execution=ex(n_workers=2, block_rows=16), **kw).fit(load_row_shards(tmp_path / "geo"))
+    assert dask_engine.applies_swaps_on_workers
+    seen = _count_block_swaps(monkeypatch)
+    files = GeodesicKMeans(16, execution=ex(engine=dask_engine, block_rows=400), **kw).fit(S)
+    assert max(seen) > 1  # some block swapped several medoids in one round trip
+    assert ref.n_swaps_ > 0
+    from rapids_geovq.geodesic.shards import DenseRows
+
+    memory = GeodesicKMeans(16, execution=ex(engine=dask_engine, block_rows=400), **kw).fit(
+        DenseRows(geodesic_matrix(G), order=S.order))
+    for other in (files, memory):
+        np.testing.assert_array_equal(other.medoid_indices_, ref.medoid_indices_)
+        np.testing.assert_array_equal(other.labels_, ref.labels_)
+        assert other.inertia_ == ref.inertia_
+        assert other.n_swaps_ == ref.n_swaps_
+
+
+def test_swaps_applied_by_threads_sharing_one_process_equal_the_driver_s(tmp_path, monkeypatch):
+    """The worker-side scan on threads of one process: tasks running at once each take their own
+    copy of the swap state, and a task whose process holds no copy as far along as its log starts
+    is answered 'behind' and sent more; results equal the driver-applied scan's."""
+    from rapids_geovq.geodesic import kmeans as K
+    from rapids_geovq.geodesic.engine import ThreadEngine
+
+    class WorkerSwapsThreads(ThreadEngine):
+        applies_swaps_on_workers = True
+
+    Z = points_with_duplicates(n=500)
+    S = geodesic_row_shards(knn_graph(Z, 6), tmp_path / "geo", shard_rows=100, n_workers=1, progress=False)
+    kw = dict(random_state=1, n_init=2)
+    ref = GeodesicKMeans(10, execution=ex(n_workers=1, block_rows=16), **kw).fit(S)
+    behind = []
+    real = K._SwapStates.take
+
+    def take(self, token, init, log_from):
+        try:
+            return real(self, token, init, log_from)
+        except K._Behind:
+            behind.append(log_from)
+            raise
+
+    monkeypatch.setattr(K._SwapStates, "take", take)
+    with WorkerSwapsThreads(3) as eng:
+        got = GeodesicKMeans(10, execution=ex(engine=eng, block_rows=50), **kw).fit(load_row_shards(tmp_path / "geo"))
+    np.testing.assert_array_equal(got.medoid_indices_, ref.medoid_indices_)
+    np.testing.assert_array_equal(got.labels_, ref.labels_)
+    assert got.inertia_ == ref.inertia_
+    assert behind  # three threads, one process: some task found no copy far enough along
+
+
+def test_worker_swap_state_catches_up_and_undoes_its_own_swaps(tmp_path):
+    """A worker's swap state after log entries (rows sent, or read from the shard files) equals
+    the driver's; a scan's own swaps are undone exactly; states of old phases are let go."""
+    from rapids_geovq.geodesic import kmeans as K
+
+    Z = points_with_duplicates(n=240)
+    S = geodesic_row_shards(knn_graph(Z, 6), tmp_path / "geo", shard_rows=80, n_workers=1, progress=False)
+    D = geodesic_matrix(knn_graph(Z, 6))
+    files = [(str(tmp_path / "geo" / info.path), info.crc32) for info in S.shards]
+    rng = np.random.default_rng(0)
+    k = 7
+    med = rng.choice(240, k, replace=False)
+    rows = D[med].astype(np.float64) ** 2
+    st = K.WorkerSwapState(med, rows, k, files)
+    before = (st.medoids.copy(), st.rows.copy(), [a.copy() for a in st.state])
+    # a scan's own swaps, then undone
+    snap, changed = st.snapshot(), {}
+    for _ in range(5):
+        m, x = int(rng.integers(k)), int(rng.choice(np.setdiff1d(np.arange(240), st.medoids)))
+        changed.setdefault(m, st.rows[m].copy())
+        st.apply(m, x, D[x].astype(np.float32))
+    st.restore(snap, changed)
+    np.testing.assert_array_equal(st.medoids, before[0])
+    np.testing.assert_array_equal(st.rows, before[1])
+    for got, want in zip(st.state, before[2]):
+        np.testing.assert_array_equal(got, want)
+    # the driver's log: one entry with its row, one naming the row's place in the shard files
+    x1, x2 = [int(v) for v in np.setdiff1d(np.arange(240), med)[:2]]
+    shard_of = {int(r): (i, j) for i, rs in enumerate(S.shard_rows) for j, r in enumerate(rs)}
+    log = [(0, x1, D[x1].astype(np.float32)), (3, x2, shard_of[x2])]
+    st.catch_up(0, log)
+    st.catch_up(1, log[1:])  # entries it already holds are skipped
+    assert st.n_applied == 2
+    want_med = med.copy()
+    want_med[0], want_med[3] = x1, x2
+    want_rows = D[want_med].astype(np.float64) ** 2
+    fresh, _ = K.swap_state(want_rows, want_med, k)
+    np.testing.assert_array_equal(st.rows, want_rows)
+    for got, want in zip(st.state, fresh):
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(K._Behind):
+        st.catch_up(3, [])
+    pool = K._SwapStates()
+    init = (med, rows, k, None)
+    with pytest.raises(K._Behind):
+        pool.take("a", init, 1)  # no state of phase "a" here yet, and the log does not start at 0
+    a = pool.take("a", init, 0)
+    a.n_applied = 4
+    pool.give_back("a", a)
+    assert pool.take("a", init, 3) is a
+    pool.give_back("a", a)
+    pool.take("b", init, 0)
+    pool.take("c", init, 0)  # two phases kept: "a" is let go
+    with pytest.raises(K._Behind):
+        pool.take("a", init, 3)
+
+
 def test_dask_rows_read_from_the_shard_files_equal_the_workers_rows(tmp_path, dask_engine):
     """The driver reads medoid rows from the shard files where it can (no round trip per shard):
     the same rows the workers hold."""

@@ -155,6 +155,9 @@ class ThreadEngine:
     min_task_rows = 1
     #: k-medoids swap tasks kept in flight per worker: evaluating ahead keeps every thread busy.
     swap_tasks_per_worker = 2
+    #: k-medoids swap tasks stop at their first improving candidate and the driver applies it: a
+    #: round trip to a thread costs microseconds.
+    applies_swaps_on_workers = False
 
     def __init__(self, n_workers: int | None = None):
         self.n_workers = int(n_workers or os.cpu_count() or 1)
@@ -242,13 +245,17 @@ class DaskEngine:
 
     shares_memory = False
     #: Fewest swap candidates per k-medoids task: a Dask task costs milliseconds of round trip
-    #: (10.6 ms on a 2-core machine), so it should carry a whole shard; a task stops at its first
-    #: improving candidate, so a large one costs nothing extra when a swap comes early.
+    #: (10.5 ms on a 2-core machine), so it carries a whole shard (blocks of 512 or 1,024 were
+    #: slower at 20,000 latents: 8.6 and 7.6 s per fit against 7.3 s).
     min_task_rows = 2048
     #: k-medoids swap tasks in flight per worker: one. Dropped tasks cannot be stopped once
     #: running, and a second one queued behind each would delay the first task after a swap
-    #: (measured at 20,000 latents: 9.1 s per fit against 11.0 s with two).
+    #: (measured at 20,000 latents: 7.3 s per fit against 8.9 s with two).
     swap_tasks_per_worker = 1
+    #: A k-medoids swap task applies the swaps it finds, on a copy of the swap state kept in the
+    #: worker's process, and scans on to the end of its block: one round trip per block instead of
+    #: one per swap (see :mod:`rapids_geovq.geodesic.kmeans`).
+    applies_swaps_on_workers = True
 
     def __init__(self, client, cluster=None):
         self.client = client
@@ -455,6 +462,7 @@ class HeldShards:
         self.rows = [np.asarray(r, dtype=np.int64) for r in rows]
         self.owners = owners
         self._files = None
+        self._files_here = None
         self.order = np.concatenate(self.rows) if self.rows else np.zeros(0, np.int64)
         if self.order.size != self.n or not np.array_equal(np.sort(self.order), np.arange(self.n)):
             raise ValueError("shards do not hold every row of the matrix exactly once")
@@ -479,16 +487,24 @@ class HeldShards:
             out[futures[fut]] = fut.result()
         return out
 
-    def _readable_files(self) -> list | None:
-        """Per shard, its file's (path, checksum) where this process can read every shard file
-        itself and the workers are other processes, else None (fetched once: a few KB per shard)."""
+    def shard_files(self) -> list | None:
+        """Per shard, its file's (path, checksum) where every shard is a file any worker may open
+        (host shards of a shard directory), else None (fetched once: a few KB per shard)."""
         if self._files is None:
             self._files = []
-            if self.file_backed and not self.engine.shares_memory:
+            if self.file_backed:
                 handles = self.engine.gather(self.handles)
-                if all(h.path is not None and os.path.isfile(h.path) for h in handles):
+                if all(h.path is not None for h in handles):
                     self._files = [(h.path, h.crc32) for h in handles]
         return self._files or None
+
+    def _readable_files(self) -> list | None:
+        """:meth:`shard_files` where this process can read every shard file itself and the workers
+        are other processes, else None."""
+        if self._files_here is None:
+            files = None if self.engine.shares_memory else self.shard_files()
+            self._files_here = bool(files) and all(os.path.isfile(p) for p, _ in files)
+        return self.shard_files() if self._files_here else None
 
     def take_rows(self, indices) -> np.ndarray:
         """Rows ``indices`` (in the order given) as float32, gathered from the shards holding them.

@@ -27,7 +27,11 @@ sources give it:
 
 Blocks of swap candidates are evaluated ahead against the current medoids and used in scan order;
 after a swap the evaluations made against the old medoids are dropped, so the swaps made are
-exactly those of a one-candidate-at-a-time scan, whatever the number of workers. Each row's result
+exactly those of a one-candidate-at-a-time scan, whatever the number of workers. On threads a
+block's task stops at its first improving candidate and the driver swaps it in; on Dask, where a
+round trip costs milliseconds, the task swaps it in itself on a copy of the swap state kept in the
+worker's process and scans on (:class:`WorkerSwapState`), and the driver passes the swaps it
+accepts on to the next tasks. Each row's result
 depends only on that row, and the driver's sums run over points in a fixed order, so medoids,
 labels and inertia are identical with any number of workers, with or without a cluster, and for
 either source where both evaluate the same candidates.
@@ -75,6 +79,32 @@ def check_rows(rows: np.ndarray, ids) -> None:
         raise invalid_distance(int(np.asarray(ids)[i]), j, float(rows[i, j]))
 
 
+def swap_state(rows: np.ndarray, medoids: np.ndarray, k: int, near=None, changed: int = -1):
+    """``(is_medoid, nearest, d1, d2, removal)`` for the swap kernels, from the squared medoid rows
+    (k, n); ``near`` holds the nearest / second-nearest arrays, updated in place for a change of
+    medoid ``changed`` (-1: all). Returns ``(state, near)``; the state's arrays are copies."""
+    from ..cpu.kernels import nearest_two
+
+    n = rows.shape[1]
+    if near is None:
+        near = (np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n), np.empty(n))
+        changed = -1
+    n1, n2, d1, d2 = near
+    nearest_two(rows, changed, n1, n2, d1, d2)
+    if rows.shape[0] == 1:
+        d2 = np.full(n, np.inf)
+    removal = np.bincount(n1, weights=d2 - d1, minlength=k)
+    is_medoid = np.zeros(n, np.bool_)
+    is_medoid[medoids] = True
+    return (is_medoid, n1.copy(), d1.copy(), d2.copy(), removal), near
+
+
+def stop_threshold(state) -> float:
+    """A swap must lower the cost by more than this relative amount: float noise must not swap
+    back and forth."""
+    return -1e-12 * max(float(np.sum(state[2])), 1e-300)
+
+
 # --- tasks run where a shard is held: the handle carries the kernels that read its block -----
 
 def _medoid_cost_task(handle, args, check_cols=None):
@@ -88,13 +118,157 @@ def _medoid_cost_task(handle, args, check_cols=None):
 
 
 def _swap_task(handle, lo: int, hi: int, state, stop_below: float):
-    """Swap gains of candidate rows lo:hi, evaluated up to the first improving one, whose
-    distance row comes back with them (the driver needs it as the new medoid's row, and would
-    otherwise ask for it in another round trip)."""
+    """Swap gains of candidate rows lo:hi, evaluated up to the first improving one: ``(hits,
+    scanned)`` with at most one hit ``(offset, medoid, row)``; the row comes back with it (the
+    driver needs it as the new medoid's row, and would otherwise ask for it in another round trip)."""
     delta, best = handle.kernels.swap_gains(handle.block, handle.rows, lo, hi, state, stop_below)
+    return _first_hit(handle, lo, hi, delta, best, stop_below)
+
+
+def _first_hit(handle, lo: int, hi: int, delta, best, stop_below: float):
     hits = np.flatnonzero(delta < stop_below)
-    hit_row = np.array(handle.data[lo + int(hits[0])], dtype=np.float32) if hits.size else None
-    return delta, best, hit_row
+    if not hits.size:
+        return [], hi - lo
+    h = int(hits[0])
+    return [(h, int(best[h]), np.array(handle.data[lo + h], dtype=np.float32))], h + 1
+
+
+# --- swaps applied where the shards are (Dask workers) ---------------------------------------
+#
+# A Dask task costs a round trip of milliseconds, and an eager scan needs the answer for one
+# candidate before it can judge the next after a swap. So on a Dask engine a swap task scans its
+# whole block and applies the swaps it finds itself, on a copy of the swap state kept in the
+# worker's process; the driver gets the list of swaps back and tells the next tasks (on any
+# worker) which swaps were accepted since that worker last heard. The swaps made are still those
+# of a one-candidate-at-a-time scan; the state a worker keeps only ever holds accepted swaps (a
+# task undoes its own before it returns: the driver may have dropped it).
+
+class _Behind(Exception):
+    """This process holds no swap state as far along as the task's log starts."""
+
+
+class WorkerSwapState:
+    """The swap state of one k-medoids swap phase as a worker keeps it: the squared medoid rows,
+    the medoids, the nearest / second-nearest arrays and the kernels' state tuple, after the first
+    ``n_applied`` swaps of the driver's log."""
+
+    def __init__(self, medoids: np.ndarray, rows: np.ndarray, k: int, files=None):
+        self.k = k
+        self.files = files  # per shard (path, checksum) when log entries name rows by place
+        self.medoids = np.array(medoids, dtype=np.int64)
+        self.rows = np.array(rows, dtype=np.float64)  # the scattered copy is shared: never written
+        self.state, self.near = swap_state(self.rows, self.medoids, k)
+        self.stop_below = stop_threshold(self.state)
+        self.n_applied = 0
+
+    def apply(self, m: int, x: int, row32: np.ndarray) -> None:
+        check_rows(row32[None, :], [x])
+        self.medoids[m] = x
+        self.rows[m] = row32.astype(np.float64) ** 2
+        self.state, self.near = swap_state(self.rows, self.medoids, self.k, self.near, m)
+        self.stop_below = stop_threshold(self.state)
+
+    def catch_up(self, log_from: int, entries) -> None:
+        """Apply the log entries ``log_from, log_from + 1, ...`` this state lacks."""
+        if log_from > self.n_applied:
+            raise _Behind(self.n_applied)
+        for m, x, row in entries[self.n_applied - log_from:]:
+            if isinstance(row, tuple):  # (shard, position in it): read from the shard file
+                from .shards import open_shard
+
+                row = np.array(open_shard(*self.files[row[0]])[row[1]], dtype=np.float32)
+            self.apply(m, x, row)
+        self.n_applied = max(self.n_applied, log_from + len(entries))
+
+    def snapshot(self):
+        return (self.medoids.copy(), self.rows, tuple(a.copy() for a in self.near), self.state, self.stop_below)
+
+    def restore(self, snap, changed: dict) -> None:
+        """Back to ``snap``; ``changed`` maps each medoid position the scan changed to its row before."""
+        self.medoids, rows, near, self.state, self.stop_below = snap
+        for m, row in changed.items():
+            rows[m] = row
+        for mine, saved in zip(self.near, near):
+            mine[:] = saved
+
+
+class _SwapStates:
+    """Per process: the swap states of the latest swap phases (two kept), each a pool of states so
+    that a worker running several tasks at once gives each its own."""
+
+    keep = 2
+
+    def __init__(self):
+        import threading
+
+        self._lock = threading.Lock()
+        self._free: dict = {}  # token -> list of idle WorkerSwapState
+
+    def take(self, token: str, init, log_from: int) -> WorkerSwapState:
+        with self._lock:
+            pool = self._free.pop(token, None)
+            if pool is None:
+                pool = []
+                while len(self._free) >= self.keep:
+                    self._free.pop(next(iter(self._free)))
+            self._free[token] = pool
+            usable = [s for s in pool if s.n_applied >= log_from]
+            if usable:
+                st = max(usable, key=lambda s: s.n_applied)
+                pool.remove(st)
+                return st
+            if log_from > 0:  # a new state starts from the scattered one, before every swap
+                raise _Behind(max((s.n_applied for s in pool), default=0))
+        return WorkerSwapState(*init)
+
+    def give_back(self, token: str, st: WorkerSwapState) -> None:
+        with self._lock:
+            if token in self._free:
+                self._free[token].append(st)
+
+
+_SWAP_STATES = _SwapStates()
+
+
+def _worker_id():
+    try:
+        from distributed import get_worker
+
+        return get_worker().address
+    except (ImportError, ValueError):
+        return None
+
+
+def _swap_chain_task(handle, lo: int, hi: int, token: str, init, log_from: int, entries, block, send_rows):
+    """Scan candidate rows lo:hi, applying each improving swap at once and scanning on: returns
+    ``(hits, scanned, worker, n_applied, block)``, ``hits`` the swaps made as ``(offset, medoid,
+    row)`` (the float32 row if ``send_rows``, else None: the driver reads it from the shard file)
+    and ``block`` the scan positions asked for, as given. ``entries`` are the driver's accepted
+    swaps ``(medoid position, point, row or (shard, position))`` from ``log_from`` on; a process
+    whose state is not that far along answers with ``hits`` None and how far it is."""
+    who = _worker_id()
+    try:
+        st = _SWAP_STATES.take(token, init, log_from)
+    except _Behind as e:
+        return None, 0, who, e.args[0], block
+    st.catch_up(log_from, entries)  # a state that fails here or below is dropped, not given back
+    hits, pos, snap, changed = [], lo, None, {}
+    while pos < hi:
+        delta, best = handle.kernels.swap_gains(handle.block, handle.rows, pos, hi, st.state, st.stop_below)
+        found, scanned = _first_hit(handle, pos, hi, delta, best, st.stop_below)
+        if not found:
+            break
+        h, m, row32 = found[0]
+        if snap is None:
+            snap = st.snapshot()
+        changed.setdefault(m, st.rows[m].copy())
+        st.apply(m, int(handle.rows[pos + h]), row32)
+        hits.append((pos + h - lo, m, row32 if send_rows else None))
+        pos += scanned
+    if snap is not None:  # the driver decides which swaps count: keep only its log here
+        st.restore(snap, changed)
+    _SWAP_STATES.give_back(token, st)
+    return hits, hi - lo, who, st.n_applied, block
 
 
 class DenseSource:
@@ -158,6 +332,22 @@ class DenseSource:
         """The points the swap phase scans, in scan order: all of them, in the matrix's row order."""
         return self.R.order
 
+    def begin_swaps(self, state, near, medoids, rows):
+        """The context of the swap phase's first tasks. Where the engine's workers apply swaps
+        themselves, the medoids and their squared rows go to every worker once, and the tasks
+        carry only the swaps accepted since."""
+        if not self.engine.applies_swaps_on_workers:
+            return self.share_state(state, near, medoids)
+        import uuid
+
+        self._token = uuid.uuid4().hex
+        self._files = self.R.shard_files()  # workers read new medoid rows there, if all can
+        self._init = self.engine.scatter((np.array(medoids), rows.copy(), int(medoids.size), self._files),
+                                         broadcast=True)
+        self._log = []  # the accepted swaps: (medoid position, point, float32 row or (shard, position))
+        self._log_sent: dict = {}  # per worker: how much of the log went with its last task
+        return None
+
     def share_state(self, state, near, medoids):
         return self.engine.share(state)
 
@@ -167,16 +357,44 @@ class DenseSource:
         return min(pos + self.block_rows, int(R.bounds[shard + 1]))
 
     def submit_swap(self, scan, p0: int, p1: int, ctx, stop_below: float):
-        """Swap gains of scan positions p0:p1 (one shard; ``scan`` is the matrix's row order), a
-        future of (delta, best, hit_row)."""
-        R = self.R
-        shard = int(np.searchsorted(R.bounds, p0, side="right") - 1)
-        lo = p0 - int(R.bounds[shard])
+        """Swap gains of scan positions p0:p1 (one shard; ``scan`` is the matrix's row order): a
+        future of ``(hits, scanned)``, or of the worker-side scan's answer (see :meth:`swap_result`)."""
         worker = self._next_worker()
-        fut = R.submit(shard, _swap_task, lo, lo + p1 - p0, ctx, stop_below, worker=worker)
+        fut = self._submit(p0, p1, ctx, stop_below, worker)
         self._running.setdefault(worker, []).append(fut)
         return fut
 
+    def _submit(self, p0: int, p1: int, ctx, stop_below: float, worker, log_from: int | None = None):
+        R = self.R
+        shard = int(np.searchsorted(R.bounds, p0, side="right") - 1)
+        lo = p0 - int(R.bounds[shard])
+        if not self.engine.applies_swaps_on_workers:
+            return R.submit(shard, _swap_task, lo, lo + p1 - p0, ctx, stop_below, worker=worker)
+        if log_from is None:
+            # a worker runs its tasks one after the other, so it holds what its last task carried
+            # (if that task was dropped before it started, the worker says so and gets more)
+            log_from = self._log_sent.get(worker, 0)
+        self._log_sent[worker] = len(self._log)
+        return R.submit(shard, _swap_chain_task, lo, lo + p1 - p0, self._token, self._init, log_from,
+                        self._log[log_from:], (p0, p1), R._readable_files() is None, worker=worker)
+
+    def swap_result(self, fut):
+        """``(hits, scanned)`` of a swap task, ``hits`` the swaps it made as ``(offset, medoid
+        position, float32 row)``. A worker-side scan's swaps join the log of accepted swaps (the
+        driver only asks for the oldest task it has not dropped, whose swaps it accepts); a
+        worker that does not hold the state as far as the task's log starts is sent more of it."""
+        if not self.engine.applies_swaps_on_workers:
+            return fut.result()
+        R = self.R
+        while True:
+            hits, scanned, worker, n_applied, (p0, p1) = fut.result()
+            if hits is not None:
+                break
+            fut = self._submit(p0, p1, None, 0.0, worker, log_from=n_applied)
+        for h, m, row in hits:
+            x = int(R.order[p0 + h])
+            self._log.append((m, x, (int(R._shard_of[x]), int(R._local[x])) if self._files else row))
+        return hits, scanned
     def _next_worker(self):
         """Consecutive blocks mostly share a shard: spread them over the workers, in turn, skipping
         workers still busy with tasks the driver dropped at a swap (a running task cannot be
@@ -409,32 +627,19 @@ class KMedoidsDriver(BaseEstimator, ClusterMixin):
         return medoids, rows, n_iter
 
     def _swap_state(self, rows: np.ndarray, medoids: np.ndarray, near=None, changed: int = -1):
-        """(is_medoid, nearest, d1, d2, removal) for the swap kernel; ``near`` holds the nearest /
-        second-nearest arrays, updated in place for a change of medoid ``changed`` (-1: all)."""
-        from ..cpu.kernels import nearest_two
-
-        n = rows.shape[1]
-        if near is None:
-            near = (np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n), np.empty(n))
-            changed = -1
-        n1, n2, d1, d2 = near
-        nearest_two(rows, changed, n1, n2, d1, d2)
-        if rows.shape[0] == 1:
-            d2 = np.full(n, np.inf)
-        removal = np.bincount(n1, weights=d2 - d1, minlength=self.n_clusters)
-        is_medoid = np.zeros(n, np.bool_)
-        is_medoid[medoids] = True
-        return (is_medoid, n1.copy(), d1.copy(), d2.copy(), removal), near
+        return swap_state(rows, medoids, self.n_clusters, near, changed)
 
     def _swap(self, src, medoids: np.ndarray, rows: np.ndarray, *, resume=None, checkpoint=None):  # noqa: C901
         """Eager FasterPAM-style swaps: the first improving candidate in scan order is swapped in.
 
         Blocks of candidates are evaluated ahead against the current medoids and consumed in scan
-        order. After a swap the scan resumes just past the swapped-in candidate and evaluations
-        made against the old medoids are dropped, so the swaps are those a one-candidate-at-a-time
-        scan would make. It stops after a full pass over the candidates with no swap. A source
-        whose candidates depend on the medoids draws them anew at the start of each pass (and
-        looks ahead only within a pass).
+        order. A block's task stops at its first improving candidate, or (where the source applies
+        swaps where the rows are) swaps it in and scans on to the block's end; either way the
+        block reports the swaps it made. After a swap the scan resumes just past the block's scanned
+        part and evaluations made against the old medoids are dropped, so the swaps are those a
+        one-candidate-at-a-time scan would make. It stops after a full pass over the candidates
+        with no swap. A source whose candidates depend on the medoids draws them anew at the start
+        of each pass (and looks ahead only within a pass).
         """
         k, n = self.n_clusters, src.n
         if k == n or k == 1:  # nothing to swap, or the alternating step is already optimal
@@ -451,9 +656,8 @@ class KMedoidsDriver(BaseEstimator, ClusterMixin):
         if scan is None:
             scan = src.swap_scan(medoids, near[0], rows)
         N = scan.size
-        ctx = src.share_state(state, near, medoids)
-        # A relative threshold stops float noise from swapping back and forth.
-        stop_below = -1e-12 * max(float(np.sum(state[2])), 1e-300)
+        ctx = src.begin_swaps(state, near, medoids, rows)
+        stop_below = stop_threshold(state)
         depth = src.lookahead()
         ahead = 0  # candidates submitted but not yet consumed
         pending: deque = deque()
@@ -469,33 +673,32 @@ class KMedoidsDriver(BaseEstimator, ClusterMixin):
                 next_pos = p1 % N
             p0, p1, fut = pending.popleft()
             ahead -= p1 - p0
-            delta, best, hit_row = fut.result()
-            hits = np.flatnonzero(delta < stop_below)
+            hits, scanned = src.swap_result(fut)
             pass_done = False
-            if hits.size:
-                h = int(hits[0])
-                m, x = int(best[h]), int(scan[p0 + h])
+            if hits:
                 eng.cancel([f for _, _, f in pending])
                 pending.clear()
-                medoids[m] = x
-                if hit_row is None:
-                    hit_row = src.rows([x])[0]
-                else:
-                    check_rows(hit_row[None, :], [x])
-                rows[m] = hit_row.astype(np.float64) ** 2
-                ahead = 0
-                state, near = self._swap_state(rows, medoids, near, m)
+                for h, m, hit_row in hits:
+                    x = int(scan[p0 + h])
+                    if hit_row is None:
+                        hit_row = src.rows([x])[0]
+                    else:
+                        check_rows(hit_row[None, :], [x])
+                    medoids[m] = x
+                    rows[m] = hit_row.astype(np.float64) ** 2
+                    state, near = self._swap_state(rows, medoids, near, m)
+                    n_swaps += 1
                 ctx = src.share_state(state, near, medoids)
-                stop_below = -1e-12 * max(float(np.sum(state[2])), 1e-300)
-                n_swaps += 1
-                since_last = 0
-                next_pos = p0 + h + 1
+                stop_below = stop_threshold(state)
+                ahead = 0
+                since_last = scanned - (hits[-1][0] + 1)
+                next_pos = p0 + scanned
                 if next_pos == N:
                     next_pos = 0
                     passes += 1
                     pass_done = True
             else:
-                since_last += p1 - p0
+                since_last += scanned
                 if p1 == N:
                     passes += 1
                     pass_done = True

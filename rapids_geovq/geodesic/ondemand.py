@@ -257,6 +257,9 @@ class OnDemandSource:
         cand = cand[~np.isin(cand, medoids)]
         return cand[np.argsort(self.position[cand], kind="stable")]
 
+    def begin_swaps(self, state, near, medoids, rows):
+        return self.share_state(state, near, medoids)
+
     def share_state(self, state, near, medoids):
         """The swap state plus the node bound: for each node, the larger of its float64 distances
         to its two nearest medoids (the medoids ``near`` names), at least its distance to the
@@ -280,9 +283,18 @@ class OnDemandSource:
 
         def task():
             delta, best = self._searcher().swap_gains(pts, state, bound)
-            return delta, best, None
+            hits = np.flatnonzero(delta < stop_below)
+            if not hits.size:
+                return [], pts.size
+            h = int(hits[0])
+            return [(h, int(best[h]), None)], h + 1  # the driver computes the new medoid's full row
 
         return self.engine.submit(task)
+
+    @staticmethod
+    def swap_result(fut):
+        """``(hits, scanned)`` of a swap task (see :meth:`KMedoidsDriver._swap`)."""
+        return fut.result()
 
     def lookahead(self) -> int:
         return self.engine.swap_tasks_per_worker * self.engine.n_workers
