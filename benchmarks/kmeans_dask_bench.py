@@ -30,6 +30,8 @@ def main(argv=None) -> int:
     ap.add_argument("--n-init", type=int, default=2)
     ap.add_argument("--workers", type=int, default=os.cpu_count())
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--shard-rows", type=int, default=None,
+                    help="rows per geodesic shard (a swap task's block never crosses one); default the package's")
     ap.add_argument("--scratch", default="bench-scratch/kmeans_dask")
     ap.add_argument("--out", default="docs/benchmarks/kmeans_dask")
     args = ap.parse_args(argv)
@@ -45,8 +47,11 @@ def main(argv=None) -> int:
     Z = load(args.latents, args.n)
     scratch = Path(args.scratch)
     shutil.rmtree(scratch, ignore_errors=True)
-    geodesic_row_shards(knn_graph(Z, 10), scratch / "geo", backend="numpy", n_workers=args.workers, progress=False)
+    extra = {} if args.shard_rows is None else {"shard_rows": args.shard_rows}
+    geodesic_row_shards(knn_graph(Z, 10), scratch / "geo", backend="numpy", n_workers=args.workers, progress=False,
+                        **extra)
     D = load_row_shards(scratch / "geo")
+    shard_rows = int(D.shards[0].stop - D.shards[0].start)
     engines = {"threads": connect("threads", args.workers), "dask": connect("local", args.workers)}
     times = {k: [] for k in engines}
     fits = {}
@@ -79,6 +84,7 @@ def main(argv=None) -> int:
     ratios = [d / t for d, t in zip(times["dask"], times["threads"])]
     m = machine()
     res = {"machine": m, "n": args.n, "K": args.clusters, "n_init": args.n_init, "workers": args.workers,
+           "shard_rows": shard_rows,
            "threads_seconds": times["threads"], "dask_seconds": times["dask"], "ratio_dask_over_threads": ratios,
            "ratio_median": float(np.median(ratios)), "identical": same, "n_swaps": int(a.n_swaps_),
            "dask_round_trip_ms": round_trip_ms,
@@ -90,7 +96,7 @@ def main(argv=None) -> int:
     md = ["# Geodesic k-medoids: Dask LocalCluster against threads", "",
           f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB. n = {args.n:,} latents, K = {args.clusters}, "
           f"{args.n_init} restarts, {args.workers} threads against {args.workers} single-threaded Dask worker "
-          f"processes, interleaved. Command: `{res['command']}`.", "",
+          f"processes, interleaved, shards of {shard_rows:,} rows. Command: `{res['command']}`.", "",
           "| repeat | threads | Dask | Dask / threads |", "|---:|---:|---:|---:|"]
     for i, (t, d) in enumerate(zip(times["threads"], times["dask"])):
         md.append(f"| {i} | {t:.2f} s | {d:.2f} s | {d / t:.2f} |")

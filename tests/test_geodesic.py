@@ -344,9 +344,9 @@ def _count_block_swaps(monkeypatch):
 
 def test_dask_workers_apply_swaps_themselves_with_identical_results(tmp_path, dask_engine, monkeypatch):
     """On a Dask engine a swap task applies the swaps it finds and scans on to the end of its
-    block (several swaps per round trip); the swaps are still those of a one-at-a-time scan. Shard
-    files: the workers read new medoid rows from them. In-memory shards: the rows travel with the
-    tasks."""
+    block (several swaps per round trip, across shard ends where the shards are files any worker
+    can open); the swaps are still those of a one-at-a-time scan. Shard files: the workers read new
+    medoid rows from them. In-memory shards: the rows travel with the tasks."""
     from sklearn.datasets import make_blobs
 
     Z, _ = make_blobs(n_samples=1200, centers=10, n_features=4, cluster_std=2.0, random_state=3)
@@ -356,7 +356,8 @@ def test_dask_workers_apply_swaps_themselves_with_identical_results(tmp_path, da
     ref = GeodesicKMeans(16, execution=ex(n_workers=2, block_rows=16), **kw).fit(load_row_shards(tmp_path / "geo"))
     assert dask_engine.applies_swaps_on_workers
     seen = _count_block_swaps(monkeypatch)
-    files = GeodesicKMeans(16, execution=ex(engine=dask_engine, block_rows=400), **kw).fit(S)
+    # blocks of 300 candidates over shards of 400 rows: a task scans on into the next shard's file
+    files = GeodesicKMeans(16, execution=ex(engine=dask_engine, block_rows=300), **kw).fit(S)
     assert max(seen) > 1  # some block swapped several medoids in one round trip
     assert ref.n_swaps_ > 0
     from rapids_geovq.geodesic.shards import DenseRows

@@ -480,11 +480,23 @@ class HeldShards:
         return self.engine.submit(fn, self.handles[k], *args, worker=worker)
 
     def map_shards(self, fn, *args) -> list:
-        """``fn(handle, *args)`` on every shard where it is held; the results in shard order."""
-        futures = {self.submit(k, fn, *args): k for k in range(len(self.rows))}
+        """``fn(handle, *args)`` on every shard where it is held; the results in shard order.
+
+        On threads, a task per shard. Where a task costs a round trip (Dask), one task per worker
+        runs ``fn`` over all the shards that worker holds, in turn: the same work, a round trip per
+        worker instead of per shard (20 shards of 1,024 rows at n = 20,000)."""
+        if self.engine.shares_memory:
+            futures = {self.submit(k, _each_shard, fn, *args): [k] for k in range(len(self.rows))}
+        else:
+            by_owner: dict = {}
+            for k, w in enumerate(self.owners):
+                by_owner.setdefault(w, []).append(k)
+            futures = {self.engine.submit(_each_shard, [self.handles[k] for k in ks], fn, *args, worker=w): ks
+                       for w, ks in by_owner.items()}
         out = [None] * len(self.rows)
         for fut in self.engine.as_completed(list(futures)):
-            out[futures[fut]] = fut.result()
+            for k, r in zip(futures[fut], fut.result()):
+                out[k] = r
         return out
 
     def shard_files(self) -> list | None:
@@ -505,6 +517,15 @@ class HeldShards:
             files = None if self.engine.shares_memory else self.shard_files()
             self._files_here = bool(files) and all(os.path.isfile(p) for p, _ in files)
         return self.shard_files() if self._files_here else None
+
+    @property
+    def files_readable_here(self) -> bool:
+        """Whether this process reads rows from the shard files itself (see :meth:`take_rows`)."""
+        return self._readable_files() is not None
+
+    def place(self, point: int) -> tuple[int, int]:
+        """(shard, position in it) of matrix row ``point``."""
+        return int(self._shard_of[point]), int(self._local[point])
 
     def take_rows(self, indices) -> np.ndarray:
         """Rows ``indices`` (in the order given) as float32, gathered from the shards holding them.
@@ -539,6 +560,13 @@ class HeldShards:
 
 #: The former name of :class:`HeldShards`.
 RowShards = HeldShards
+
+
+def _each_shard(handles, fn, *args) -> list:
+    """``fn(handle, *args)`` for one handle or a list of them (Dask resolves the futures in a list)."""
+    if not isinstance(handles, list):
+        handles = [handles]
+    return [fn(h, *args) for h in handles]
 
 
 def _on_device(handle: ShardHandle) -> bool:

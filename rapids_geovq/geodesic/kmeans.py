@@ -239,36 +239,44 @@ def _worker_id():
         return None
 
 
-def _swap_chain_task(handle, lo: int, hi: int, token: str, init, log_from: int, entries, block, send_rows):
-    """Scan candidate rows lo:hi, applying each improving swap at once and scanning on: returns
-    ``(hits, scanned, worker, n_applied, block)``, ``hits`` the swaps made as ``(offset, medoid,
-    row)`` (the float32 row if ``send_rows``, else None: the driver reads it from the shard file)
-    and ``block`` the scan positions asked for, as given. ``entries`` are the driver's accepted
-    swaps ``(medoid position, point, row or (shard, position))`` from ``log_from`` on; a process
-    whose state is not that far along answers with ``hits`` None and how far it is."""
+def _swap_chain_task(handles, ranges, token: str, init, log_from: int, entries, block, send_rows):
+    """Scan candidate rows ``ranges[i]`` (lo, hi) of ``handles[i]``, in turn (consecutive shards,
+    one block of the scan), applying each improving swap at once and scanning on: returns ``(hits,
+    scanned, worker, n_applied, block)``, ``hits`` the swaps made as ``(offset in the block,
+    medoid, row)`` (the float32 row if ``send_rows``, else None: the driver reads it from the shard
+    file) and ``block`` the scan positions asked for, as given. ``entries`` are the driver's
+    accepted swaps ``(medoid position, point, row or (shard, position))`` from ``log_from`` on; a
+    process whose state is not that far along answers with ``hits`` None and how far it is."""
+    from concurrent.futures import Future
+
     who = _worker_id()
     try:
         st = _SWAP_STATES.take(token, init, log_from)
     except _Behind as e:
         return None, 0, who, e.args[0], block
     st.catch_up(log_from, entries)  # a state that fails here or below is dropped, not given back
-    hits, pos, snap, changed = [], lo, None, {}
-    while pos < hi:
-        delta, best = handle.kernels.swap_gains(handle.block, handle.rows, pos, hi, st.state, st.stop_below)
-        found, scanned = _first_hit(handle, pos, hi, delta, best, st.stop_below)
-        if not found:
-            break
-        h, m, row32 = found[0]
-        if snap is None:
-            snap = st.snapshot()
-        changed.setdefault(m, st.rows[m].copy())
-        st.apply(m, int(handle.rows[pos + h]), row32)
-        hits.append((pos + h - lo, m, row32 if send_rows else None))
-        pos += scanned
+    hits, snap, changed, base = [], None, {}, 0
+    for handle, (lo, hi) in zip(handles, ranges):
+        if isinstance(handle, Future):  # threads: Dask resolves its own futures in a list
+            handle = handle.result()
+        pos = lo
+        while pos < hi:
+            delta, best = handle.kernels.swap_gains(handle.block, handle.rows, pos, hi, st.state, st.stop_below)
+            found, scanned = _first_hit(handle, pos, hi, delta, best, st.stop_below)
+            if not found:
+                break
+            h, m, row32 = found[0]
+            if snap is None:
+                snap = st.snapshot()
+            changed.setdefault(m, st.rows[m].copy())
+            st.apply(m, int(handle.rows[pos + h]), row32)
+            hits.append((base + pos + h - lo, m, row32 if send_rows else None))
+            pos += scanned
+        base += hi - lo
     if snap is not None:  # the driver decides which swaps count: keep only its log here
         st.restore(snap, changed)
     _SWAP_STATES.give_back(token, st)
-    return hits, hi - lo, who, st.n_applied, block
+    return hits, base, who, st.n_applied, block
 
 
 class DenseSource:
@@ -352,13 +360,19 @@ class DenseSource:
         return self.engine.share(state)
 
     def block_end(self, pos: int) -> int:
+        """Where a swap task's block starting at ``pos`` ends: ``block_rows`` on, but not past the
+        end of its shard, unless tasks scan on through the shards that follow (worker-side swaps
+        on shard files any worker can open)."""
         R = self.R
+        if self.engine.applies_swaps_on_workers and R.file_backed:
+            return min(pos + self.block_rows, R.n)
         shard = int(np.searchsorted(R.bounds, pos, side="right") - 1)
         return min(pos + self.block_rows, int(R.bounds[shard + 1]))
 
     def submit_swap(self, scan, p0: int, p1: int, ctx, stop_below: float):
-        """Swap gains of scan positions p0:p1 (one shard; ``scan`` is the matrix's row order): a
-        future of ``(hits, scanned)``, or of the worker-side scan's answer (see :meth:`swap_result`)."""
+        """Swap gains of scan positions p0:p1 (``scan`` is the matrix's row order; see
+        :meth:`block_end`): a future of ``(hits, scanned)``, or of the worker-side scan's answer (see
+        :meth:`swap_result`)."""
         worker = self._next_worker()
         fut = self._submit(p0, p1, ctx, stop_below, worker)
         self._running.setdefault(worker, []).append(fut)
@@ -370,13 +384,19 @@ class DenseSource:
         lo = p0 - int(R.bounds[shard])
         if not self.engine.applies_swaps_on_workers:
             return R.submit(shard, _swap_task, lo, lo + p1 - p0, ctx, stop_below, worker=worker)
+        last = int(np.searchsorted(R.bounds, p1 - 1, side="right") - 1)
+        ranges = [(max(p0, int(R.bounds[k])) - int(R.bounds[k]), min(p1, int(R.bounds[k + 1])) - int(R.bounds[k]))
+                  for k in range(shard, last + 1)]
+        if not R.file_backed:
+            worker = R.owners[shard]  # a shard on a GPU is read by its owner only (and blocks stay in it)
         if log_from is None:
             # a worker runs its tasks one after the other, so it holds what its last task carried
             # (if that task was dropped before it started, the worker says so and gets more)
             log_from = self._log_sent.get(worker, 0)
         self._log_sent[worker] = len(self._log)
-        return R.submit(shard, _swap_chain_task, lo, lo + p1 - p0, self._token, self._init, log_from,
-                        self._log[log_from:], (p0, p1), R._readable_files() is None, worker=worker)
+        return self.engine.submit(_swap_chain_task, R.handles[shard : last + 1], ranges, self._token, self._init,
+                                  log_from, self._log[log_from:], (p0, p1), not R.files_readable_here,
+                                  worker=worker)
 
     def swap_result(self, fut):
         """``(hits, scanned)`` of a swap task, ``hits`` the swaps it made as ``(offset, medoid
@@ -393,8 +413,18 @@ class DenseSource:
             fut = self._submit(p0, p1, None, 0.0, worker, log_from=n_applied)
         for h, m, row in hits:
             x = int(R.order[p0 + h])
-            self._log.append((m, x, (int(R._shard_of[x]), int(R._local[x])) if self._files else row))
+            self._log.append((m, x, R.place(x) if self._files else row))
         return hits, scanned
+    def drop(self, futures) -> None:
+        """Let go of swap tasks whose answers the driver no longer needs. A worker's first unfinished
+        task is kept in mind (it is likely running, and a running task cannot be stopped); the
+        others are forgotten, so those not started never run."""
+        dropped = set(map(id, futures))
+        for w, futs in self._running.items():
+            left = [f for f in futs if not f.done()]
+            self._running[w] = left[:1] + [f for f in left[1:] if id(f) not in dropped]
+        self.engine.cancel(futures)
+
     def _next_worker(self):
         """Consecutive blocks mostly share a shard: spread them over the workers, in turn, skipping
         workers still busy with tasks the driver dropped at a swap (a running task cannot be
@@ -676,7 +706,7 @@ class KMedoidsDriver(BaseEstimator, ClusterMixin):
             hits, scanned = src.swap_result(fut)
             pass_done = False
             if hits:
-                eng.cancel([f for _, _, f in pending])
+                src.drop([f for _, _, f in pending])
                 pending.clear()
                 for h, m, hit_row in hits:
                     x = int(scan[p0 + h])
@@ -715,7 +745,7 @@ class KMedoidsDriver(BaseEstimator, ClusterMixin):
                 checkpoint(medoids=medoids.copy(), n_swaps=n_swaps, passes=passes, since_last=since_last,
                            next_pos=next_pos, scan=scan if src.refreshes_candidates else None)
                 last_save = time.monotonic()
-        eng.cancel([f for _, _, f in pending])
+        src.drop([f for _, _, f in pending])
         return medoids, rows, n_swaps
 
 

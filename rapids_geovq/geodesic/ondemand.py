@@ -291,6 +291,10 @@ class OnDemandSource:
 
         return self.engine.submit(task)
 
+    def drop(self, futures) -> None:
+        """Let go of swap tasks whose answers the driver no longer needs."""
+        self.engine.cancel(futures)
+
     @staticmethod
     def swap_result(fut):
         """``(hits, scanned)`` of a swap task (see :meth:`KMedoidsDriver._swap`)."""
