@@ -109,8 +109,8 @@ def main(argv=None) -> int:
     md += ["",
            f"A Dask task's round trip on this machine (median of 50 empty tasks, same cluster): "
            f"{round_trip_ms:.1f} ms. On Dask a swap task applies the swaps it finds itself, on a copy of "
-           f"the swap state kept in the worker's process, and scans on to the end of its shard, so a "
-           f"round trip is paid per shard scanned rather than per swap."]
+           f"the swap state kept in the worker's process, and scans on to the end of its block of 2,048 "
+           f"candidates (across shard ends), so a round trip is paid per block scanned rather than per swap."]
     out.with_suffix(".md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     return 0 if same else 1
