@@ -298,3 +298,100 @@ def test_codebook_out_that_cannot_be_written_fails_before_computing(tmp_path, ca
                  "--out", str(out)]) == 2
     assert "--out" in capsys.readouterr().err
     assert not list(tmp_path.rglob("*.tmp.npz"))
+
+
+# -- a Dask worker lost in the middle of k-medoids ----------------------------------------------
+
+def _exit_worker_process():
+    os._exit(1)
+
+
+def _lose(client, worker) -> bool:
+    """Kill ``worker``'s process and wait until the scheduler has let it go."""
+    import time
+
+    client.submit(_exit_worker_process, workers=[worker], allow_other_workers=False, pure=False)
+    t0 = time.monotonic()
+    while worker in client.scheduler_info()["workers"] and time.monotonic() - t0 < 60:
+        time.sleep(0.05)
+    return worker not in client.scheduler_info()["workers"]
+
+
+@pytest.mark.parametrize("when", ["medoid update", "swap phase"])
+def test_dask_worker_lost_during_kmedoids_gives_the_same_codebook(tmp_path, monkeypatch, caplog, when):
+    """A worker dies holding the only copy of data the driver scattered (the cluster labels of a
+    medoid update, or the swap phase's start state: Dask keeps a broadcast object on one worker
+    once no task elsewhere needs it) and its shards: the tasks that needed it are cancelled, the
+    driver sends the data again, Dask runs the worker's tasks elsewhere, and the fit ends with the
+    medoids of a fit on threads."""
+    from sklearn.datasets import make_blobs
+
+    from rapids_geovq import load_row_shards
+    from rapids_geovq.geodesic import kmeans as K
+    from rapids_geovq.geodesic.engine import connect
+    from rapids_geovq.geodesic.execution import Execution
+
+    Z, _ = make_blobs(n_samples=2000, centers=10, n_features=4, cluster_std=2.0, random_state=3)
+    geodesic_row_shards(knn_graph(Z, 8), tmp_path / "geo", shard_rows=400, n_workers=1, progress=False)
+    kw = dict(n_init=2, random_state=2)
+    ref = GeodesicKMeans(16, execution=Execution(backend="numpy", n_workers=2, block_rows=16), **kw).fit(
+        load_row_shards(tmp_path / "geo"))
+    lost = []
+    if when == "swap phase":
+        real = K.DenseSource.begin_swaps
+
+        def lose_the_worker_holding_the_start_state(self, *args):
+            ctx = real(self, *args)  # the phase's start state, scattered to the victim only
+            if not lost:
+                lost.append(_lose(self.engine.client, victim))
+            return ctx
+
+        monkeypatch.setattr(K.DenseSource, "begin_swaps", lose_the_worker_holding_the_start_state)
+    with connect("local", 2) as eng, caplog.at_level("WARNING"):
+        victim = eng.workers()[1]
+
+        def scatter_to_the_victim_while_it_lives(obj, broadcast=True):
+            alive = victim in eng.client.scheduler_info()["workers"]
+            fut = eng.client.scatter([obj], workers=[victim] if alive else None, hash=False)[0]
+            if when == "medoid update" and not lost:  # the first scatter: a medoid update's labels
+                lost.append(_lose(eng.client, victim))
+            return fut
+
+        monkeypatch.setattr(eng, "scatter", scatter_to_the_victim_while_it_lives)
+        got = GeodesicKMeans(16, execution=Execution(backend="numpy", engine=eng, block_rows=300), **kw).fit(
+            load_row_shards(tmp_path / "geo"))
+    assert lost == [True]
+    assert ("a Dask worker was lost with the cluster labels" if when == "medoid update"
+            else "a Dask worker was lost during the swap phase") in caplog.text
+    np.testing.assert_array_equal(got.medoid_indices_, ref.medoid_indices_)
+    np.testing.assert_array_equal(got.labels_, ref.labels_)
+    assert got.inertia_ == ref.inertia_
+
+
+def test_dask_worker_lost_with_the_search_plan_gives_the_same_shards(tmp_path, monkeypatch, caplog):
+    """The geodesic stage's plan (graph and row order) is scattered to the workers; a worker that
+    dies holding its only copy cancels the shards waiting for it: the driver sends the plan again,
+    those shards run on the workers left, and the matrix equals the one computed on threads."""
+    from rapids_geovq import load_row_shards
+    from rapids_geovq.geodesic.engine import connect
+
+    Z = np.random.default_rng(4).normal(size=(1200, 4))
+    G = knn_graph(Z, 8)
+    want = geodesic_row_shards(G, tmp_path / "threads", shard_rows=200, n_workers=2, progress=False).to_array()
+    with connect("local", 2) as eng, caplog.at_level("WARNING"):
+        victim = eng.workers()[1]
+        sent = []
+
+        def scatter_to_the_victim_then_lose_it(obj, broadcast=True):
+            alive = victim in eng.client.scheduler_info()["workers"]
+            fut = eng.client.scatter([obj], workers=[victim] if alive else None, hash=False)[0]
+            if not sent:
+                _lose(eng.client, victim)
+            sent.append(alive)
+            return fut
+
+        monkeypatch.setattr(eng, "scatter", scatter_to_the_victim_then_lose_it)
+        geodesic_row_shards(G, tmp_path / "dask", shard_rows=200, engine=eng, progress=False)
+    assert sent[:2] == [True, False]  # sent to the victim, which died; then again to a worker left
+    assert "a Dask worker was lost with the search plan" in caplog.text
+    np.testing.assert_array_equal(load_row_shards(tmp_path / "dask").to_array(), want)

@@ -25,7 +25,8 @@ Tasks are sent to the worker that holds their shard, so no shard is moved or gat
 one exception is the look-ahead of the k-means swap phase: its blocks are spread over all workers,
 and a worker without the shard memory-maps the shard's file itself (the run directory is on a file
 system every worker sees). Restrictions are loose (``allow_other_workers=True``): if a worker is
-lost, its tasks run elsewhere from the shard files instead of waiting for it forever.
+lost, its tasks run elsewhere from the shard files instead of waiting for it forever, and data the
+driver scattered that was lost with it is sent again (:meth:`DaskEngine.lost_data`).
 """
 from __future__ import annotations
 
@@ -212,6 +213,11 @@ class ThreadEngine:
         for f in futures:
             f.cancel()
 
+    @staticmethod
+    def lost_data(exc: BaseException) -> bool:
+        """Threads lose nothing a task needs: no error is a loss to recover from by sending again."""
+        return False
+
     def memory_workers(self) -> int:
         """Workers whose memory this process (and the checks made here) must count."""
         return self.n_workers
@@ -328,6 +334,16 @@ class DaskEngine:
     def cancel(self, futures) -> None:
         """Let go of ``futures``: once the caller drops them, the scheduler forgets their tasks (queued
         ones never run). No blocking round trip, unlike ``Client.cancel``."""
+
+    @staticmethod
+    def lost_data(exc: BaseException) -> bool:
+        """Whether ``exc`` says a task was cancelled because data it needed was lost with a worker:
+        data scattered from here cannot be recomputed (Dask keeps a broadcast object on one worker
+        once no task elsewhere needs it), so the caller sends it again. The driver never cancels a
+        task whose result it asks for, so no other cancellation reaches it."""
+        from distributed.client import FutureCancelledError
+
+        return isinstance(exc, FutureCancelledError)
 
     def memory_workers(self) -> int:
         """Dask workers hold their memory in their own processes: this one counts one."""

@@ -300,6 +300,7 @@ class DenseSource:
         self._workers = self.engine.workers()
         self._sent = 0
         self._running: dict = {}  # per worker, the swap tasks sent to it that may still run
+        self._blocks: dict = {}  # id of a worker-side scan's future -> its block (p0, p1), to send it again
 
     # -- whole rows ---------------------------------------------------------------------------
     def rows(self, points) -> np.ndarray:
@@ -323,9 +324,16 @@ class DenseSource:
         With ``check_rows32`` (the float32 medoid rows), the same pass validates every entry of
         the matrix and its symmetry on the medoid columns."""
         R = self.R
-        args = R.engine.scatter((labels, members, seg_start))
         cost = np.empty(R.n)
-        results = R.map_shards(_medoid_cost_task, args, None if check_rows32 is None else medoids)
+        for attempt in range(3):
+            args = R.engine.scatter((labels, members, seg_start))
+            try:
+                results = R.map_shards(_medoid_cost_task, args, None if check_rows32 is None else medoids)
+                break
+            except Exception as exc:
+                if attempt == 2 or not R.engine.lost_data(exc):
+                    raise
+                log.warning("a Dask worker was lost with the cluster labels (%s); sending them again", exc)
         for rows, (shard_cost, _, _) in zip(R.rows, results):
             cost[rows] = shard_cost
         if check_rows32 is not None:
@@ -350,8 +358,9 @@ class DenseSource:
 
         self._token = uuid.uuid4().hex
         self._files = self.R.shard_files()  # workers read new medoid rows there, if all can
-        self._init = self.engine.scatter((np.array(medoids), rows.copy(), int(medoids.size), self._files),
-                                         broadcast=True)
+        self._init_data = (np.array(medoids), rows.copy(), int(medoids.size), self._files)
+        self._init = self.engine.scatter(self._init_data, broadcast=True)
+        self._init_sent = 1  # times the start state was scattered in this phase (again after a loss)
         self._log = []  # the accepted swaps: (medoid position, point, float32 row or (shard, position))
         self._log_sent: dict = {}  # per worker: how much of the log went with its last task
         return None
@@ -394,9 +403,11 @@ class DenseSource:
             # (if that task was dropped before it started, the worker says so and gets more)
             log_from = self._log_sent.get(worker, 0)
         self._log_sent[worker] = len(self._log)
-        return self.engine.submit(_swap_chain_task, R.handles[shard : last + 1], ranges, self._token, self._init,
-                                  log_from, self._log[log_from:], (p0, p1), not R.files_readable_here,
-                                  worker=worker)
+        fut = self.engine.submit(_swap_chain_task, R.handles[shard : last + 1], ranges, self._token, self._init,
+                                 log_from, self._log[log_from:], (p0, p1), not R.files_readable_here,
+                                 worker=worker)
+        self._blocks[id(fut)] = (p0, p1, self._init_sent)
+        return fut
 
     def swap_result(self, fut):
         """``(hits, scanned)`` of a swap task, ``hits`` the swaps it made as ``(offset, medoid
@@ -407,7 +418,20 @@ class DenseSource:
             return fut.result()
         R = self.R
         while True:
-            hits, scanned, worker, n_applied, (p0, p1) = fut.result()
+            p0, p1, sent = self._blocks.pop(id(fut))
+            try:
+                hits, scanned, worker, n_applied, _ = fut.result()
+            except Exception as exc:
+                if not self.engine.lost_data(exc) or (sent == self._init_sent and sent > 3):
+                    raise
+                if sent == self._init_sent:
+                    # a worker died holding the only copy of the phase's start state: send it again
+                    # (tasks sent with the lost copy come back here and go out with the new one)
+                    log.warning("a Dask worker was lost during the swap phase (%s); going on without it", exc)
+                    self._init = self.engine.scatter(self._init_data, broadcast=True)
+                    self._init_sent += 1
+                fut = self._submit(p0, p1, None, 0.0, self._next_worker(), log_from=0)  # the whole log
+                continue
             if hits is not None:
                 break
             fut = self._submit(p0, p1, None, 0.0, worker, log_from=n_applied)
@@ -420,6 +444,8 @@ class DenseSource:
         task is kept in mind (it is likely running, and a running task cannot be stopped); the
         others are forgotten, so those not started never run."""
         dropped = set(map(id, futures))
+        for i in dropped:
+            self._blocks.pop(i, None)
         for w, futs in self._running.items():
             left = [f for f in futs if not f.done()]
             self._running[w] = left[:1] + [f for f in left[1:] if id(f) not in dropped]

@@ -202,14 +202,36 @@ def geodesic_row_shards(graph, out_dir: str | os.PathLike, *, shard_rows: int = 
         plan_ref = engine.scatter(plan)
         workers = engine.workers()
         asked = [workers[k % len(workers)] for k in range(len(ranges))]
-        handles = [engine.submit(compute_shard, plan_ref, str(out), s, e, solver, engine.syncs_files, worker=w)
-                   for (s, e), w in zip(ranges, asked)]
-        index = {f: k for k, f in enumerate(handles)}
+
+        def submit(k):
+            s, e = ranges[k]
+            return engine.submit(compute_shard, plan_ref, str(out), s, e, solver, engine.syncs_files, worker=asked[k])
+
+        handles = [submit(k) for k in range(len(ranges))]
+        metas = [None] * len(ranges)  # small: pickling drops the mapped data
         with tqdm(total=n, desc="geodesic rows", unit="row", disable=not progress, smoothing=0.05) as bar:
-            for fut in engine.as_completed(handles):
-                s, e = ranges[index[fut]]
-                bar.update(e - s)
-        metas = [f.result() for f in handles]  # small: pickling drops the mapped data
+            waiting = {f: k for k, f in enumerate(handles)}
+            losses = 0
+            while waiting:
+                again = []
+                for fut in engine.as_completed(list(waiting)):
+                    k = waiting.pop(fut)
+                    try:
+                        metas[k] = fut.result()
+                    except Exception as exc:
+                        if not engine.lost_data(exc) or losses == 3:
+                            raise
+                        again.append(k)  # a worker died with the only copy of the plan
+                        continue
+                    bar.update(ranges[k][1] - ranges[k][0])
+                if again:
+                    losses += 1
+                    log.warning("a Dask worker was lost with the search plan; sending it again for %d shards",
+                                len(again))
+                    plan_ref = engine.scatter(plan)
+                    for k in again:
+                        handles[k] = submit(k)
+                        waiting[handles[k]] = k
         owners = engine.holders(handles, asked)  # a task may have run elsewhere: its result stays there
     finally:
         if own_engine:
