@@ -317,13 +317,14 @@ def _lose(client, worker) -> bool:
     return worker not in client.scheduler_info()["workers"]
 
 
-@pytest.mark.parametrize("when", ["medoid update", "swap phase"])
+@pytest.mark.parametrize("when", ["medoid update", "swap phase", "swap phase, shards held where computed"])
 def test_dask_worker_lost_during_kmedoids_gives_the_same_codebook(tmp_path, monkeypatch, caplog, when):
     """A worker dies holding the only copy of data the driver scattered (the cluster labels of a
     medoid update, or the swap phase's start state: Dask keeps a broadcast object on one worker
     once no task elsewhere needs it) and its shards: the tasks that needed it are cancelled, the
-    driver sends the data again, Dask runs the worker's tasks elsewhere, and the fit ends with the
-    medoids of a fit on threads."""
+    driver sends the data again, shards Dask cannot recompute (computed on that worker from a plan
+    lost with it) are re-opened from their files, and the fit ends with the medoids of a fit on
+    threads."""
     from sklearn.datasets import make_blobs
 
     from rapids_geovq import load_row_shards
@@ -337,7 +338,7 @@ def test_dask_worker_lost_during_kmedoids_gives_the_same_codebook(tmp_path, monk
     ref = GeodesicKMeans(16, execution=Execution(backend="numpy", n_workers=2, block_rows=16), **kw).fit(
         load_row_shards(tmp_path / "geo"))
     lost = []
-    if when == "swap phase":
+    if when.startswith("swap phase"):
         real = K.DenseSource.begin_swaps
 
         def lose_the_worker_holding_the_start_state(self, *args):
@@ -358,11 +359,16 @@ def test_dask_worker_lost_during_kmedoids_gives_the_same_codebook(tmp_path, monk
             return fut
 
         monkeypatch.setattr(eng, "scatter", scatter_to_the_victim_while_it_lives)
-        got = GeodesicKMeans(16, execution=Execution(backend="numpy", engine=eng, block_rows=300), **kw).fit(
-            load_row_shards(tmp_path / "geo"))
+        if when.endswith("held where computed"):  # the search plan goes to the victim, and the shards
+            D = geodesic_row_shards(knn_graph(Z, 8), tmp_path / "held", shard_rows=400, engine=eng, progress=False)
+        else:
+            D = load_row_shards(tmp_path / "geo")
+        got = GeodesicKMeans(16, execution=Execution(backend="numpy", engine=eng, block_rows=300), **kw).fit(D)
     assert lost == [True]
-    assert ("a Dask worker was lost with the cluster labels" if when == "medoid update"
+    assert ("a Dask worker was lost during a medoid update" if when == "medoid update"
             else "a Dask worker was lost during the swap phase") in caplog.text
+    if when.endswith("held where computed"):
+        assert "re-opened" in caplog.text  # the victim's shards, from their files
     np.testing.assert_array_equal(got.medoid_indices_, ref.medoid_indices_)
     np.testing.assert_array_equal(got.labels_, ref.labels_)
     assert got.inertia_ == ref.inertia_

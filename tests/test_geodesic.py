@@ -375,7 +375,7 @@ def test_swaps_applied_by_threads_sharing_one_process_equal_the_driver_s(tmp_pat
     """The worker-side scan on threads of one process: tasks running at once each take their own
     copy of the swap state, and a task whose process holds no copy as far along as its log starts
     is answered 'behind' and sent more; results equal the driver-applied scan's."""
-    from rapids_geovq.geodesic import kmeans as K
+    from rapids_geovq.geodesic import swaps as K
     from rapids_geovq.geodesic.engine import ThreadEngine
 
     class WorkerSwapsThreads(ThreadEngine):
@@ -386,16 +386,16 @@ def test_swaps_applied_by_threads_sharing_one_process_equal_the_driver_s(tmp_pat
     kw = dict(random_state=1, n_init=2)
     ref = GeodesicKMeans(10, execution=ex(n_workers=1, block_rows=16), **kw).fit(S)
     behind = []
-    real = K._SwapStates.take
+    real = K.SwapStates.take
 
     def take(self, token, init, log_from):
         try:
             return real(self, token, init, log_from)
-        except K._Behind:
+        except K.Behind:
             behind.append(log_from)
             raise
 
-    monkeypatch.setattr(K._SwapStates, "take", take)
+    monkeypatch.setattr(K.SwapStates, "take", take)
     with WorkerSwapsThreads(3) as eng:
         got = GeodesicKMeans(10, execution=ex(engine=eng, block_rows=50), **kw).fit(load_row_shards(tmp_path / "geo"))
     np.testing.assert_array_equal(got.medoid_indices_, ref.medoid_indices_)
@@ -407,7 +407,7 @@ def test_swaps_applied_by_threads_sharing_one_process_equal_the_driver_s(tmp_pat
 def test_worker_swap_state_catches_up_and_undoes_its_own_swaps(tmp_path):
     """A worker's swap state after log entries (rows sent, or read from the shard files) equals
     the driver's; a scan's own swaps are undone exactly; states of old phases are let go."""
-    from rapids_geovq.geodesic import kmeans as K
+    from rapids_geovq.geodesic import swaps as K
 
     Z = points_with_duplicates(n=240)
     S = geodesic_row_shards(knn_graph(Z, 6), tmp_path / "geo", shard_rows=80, n_workers=1, progress=False)
@@ -444,11 +444,11 @@ def test_worker_swap_state_catches_up_and_undoes_its_own_swaps(tmp_path):
     np.testing.assert_array_equal(st.rows, want_rows)
     for got, want in zip(st.state, fresh):
         np.testing.assert_array_equal(got, want)
-    with pytest.raises(K._Behind):
+    with pytest.raises(K.Behind):
         st.catch_up(3, [])
-    pool = K._SwapStates()
+    pool = K.SwapStates()
     init = (med, rows, k, None)
-    with pytest.raises(K._Behind):
+    with pytest.raises(K.Behind):
         pool.take("a", init, 1)  # no state of phase "a" here yet, and the log does not start at 0
     a = pool.take("a", init, 0)
     a.n_applied = 4
@@ -457,7 +457,7 @@ def test_worker_swap_state_catches_up_and_undoes_its_own_swaps(tmp_path):
     pool.give_back("a", a)
     pool.take("b", init, 0)
     pool.take("c", init, 0)  # two phases kept: "a" is let go
-    with pytest.raises(K._Behind):
+    with pytest.raises(K.Behind):
         pool.take("a", init, 3)
 
 

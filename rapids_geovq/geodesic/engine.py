@@ -50,6 +50,10 @@ CLUSTERS = ("threads", "local", "local-cuda")
 CLUSTER_ALIASES = {"none": "threads"}
 
 
+#: Times data lost with a Dask worker is sent again before the error is raised.
+MAX_RESENDS = 3
+
+
 def cluster_name(cluster) -> str:
     """``cluster`` with aliases resolved (``none`` -> ``threads``; None means threads too)."""
     if cluster is None:
@@ -164,8 +168,13 @@ class ThreadEngine:
         self.n_workers = int(n_workers or os.cpu_count() or 1)
         self._pool = ThreadPoolExecutor(self.n_workers, thread_name_prefix="geovq")
 
-    def workers(self) -> list:
+    def workers(self, refresh: bool = False) -> list:
         return list(range(self.n_workers))
+
+    @staticmethod
+    def run_on_workers(fn, *args) -> None:
+        """``fn(*args)`` once in every worker process: here, this one."""
+        fn(*args)
 
     def scatter(self, obj, broadcast: bool = True):
         return obj
@@ -282,8 +291,20 @@ class DaskEngine:
         """An external cluster may span nodes on a shared file system: flush shards before use."""
         return self.cluster is None
 
-    def workers(self) -> list:
+    def workers(self, refresh: bool = False) -> list:
+        """The workers' addresses; with ``refresh``, as the scheduler knows them now (after a loss)."""
+        if refresh:
+            live = sorted(self.client.scheduler_info(n_workers=-1)["workers"])
+            if live:
+                self._workers, self.n_workers = live, len(live)
         return list(self._workers)
+
+    def run_on_workers(self, fn, *args) -> None:
+        """``fn(*args)`` once in every worker process (housekeeping: a failure is logged, not raised)."""
+        try:
+            self.client.run(fn, *args)
+        except Exception as exc:  # a worker lost meanwhile: nothing of its is left to clean up
+            log.debug("run_on_workers(%s) failed: %s", getattr(fn, "__name__", fn), exc)
 
     def scatter(self, obj, broadcast: bool = True):
         """One future of ``obj`` (a tuple stays one object, not one per item); on every worker when
@@ -516,15 +537,39 @@ class HeldShards:
         return out
 
     def shard_files(self) -> list | None:
-        """Per shard, its file's (path, checksum) where every shard is a file any worker may open
-        (host shards of a shard directory), else None (fetched once: a few KB per shard)."""
+        """Per shard, its file's (path, checksum) where every shard is a file (a shard directory's,
+        also for shards kept on GPUs), else None (in-memory shards). Fetched once: a few KB per
+        shard. Reading a row there is reading the shard; running tasks there is for
+        ``file_backed`` shards only (a GPU's shard is read where it is)."""
         if self._files is None:
             self._files = []
-            if self.file_backed:
-                handles = self.engine.gather(self.handles)
-                if all(h.path is not None for h in handles):
-                    self._files = [(h.path, h.crc32) for h in handles]
+            handles = self.engine.gather(self.handles)
+            if all(h.path is not None for h in handles):
+                self._files = [(h.path, h.crc32) for h in handles]
         return self._files or None
+
+    def recover_lost(self) -> int:
+        """After a worker is lost: shards whose handles Dask can no longer give (lost with the worker,
+        and the data they were computed from lost too) are re-opened from their files on the workers
+        left, in host memory. Returns how many; a lost in-memory shard is an :class:`EngineError`."""
+        if self.engine.shares_memory:
+            return 0
+        lost = [k for k, h in enumerate(self.handles) if getattr(h, "status", "finished") in ("cancelled", "lost", "error")]
+        if not lost:
+            return 0
+        files = self._files or None
+        if files is None:
+            raise EngineError(f"{len(lost)} geodesic shards held in a lost Dask worker's memory have no file to "
+                              "re-open them from; run again (a run resumes from the shard files it wrote)")
+        live = self.engine.workers(refresh=True)
+        for i, k in enumerate(lost):
+            w = live[i % len(live)]
+            self.handles[k] = self.engine.submit(open_handle, self.rows[k], files[k][0], files[k][1],
+                                                 int(self.bounds[k]), worker=w)
+            self.owners[k] = w
+        self.engine.wait([self.handles[k] for k in lost])
+        self.file_backed = True  # host copies now, readable by any worker
+        return len(lost)
 
     def _readable_files(self) -> list | None:
         """:meth:`shard_files` where this process can read every shard file itself and the workers

@@ -30,11 +30,11 @@ after a swap the evaluations made against the old medoids are dropped, so the sw
 exactly those of a one-candidate-at-a-time scan, whatever the number of workers. On threads a
 block's task stops at its first improving candidate and the driver swaps it in; on Dask, where a
 round trip costs milliseconds, the task swaps it in itself on a copy of the swap state kept in the
-worker's process and scans on (:class:`WorkerSwapState`), and the driver passes the swaps it
-accepts on to the next tasks. Each row's result
-depends only on that row, and the driver's sums run over points in a fixed order, so medoids,
-labels and inertia are identical with any number of workers, with or without a cluster, and for
-either source where both evaluate the same candidates.
+worker's process and scans on (:mod:`rapids_geovq.geodesic.swaps`), and the driver passes the
+swaps it accepts on to the next tasks. Each row's result depends only on that row, and the
+driver's sums run over points in a fixed order, so medoids, labels and inertia are identical with
+any number of workers, with or without a cluster, and for either source where both evaluate the
+same candidates.
 
 Rows are used as distances *from* a point, so the matrix must be symmetric, as geodesic distances
 on an undirected graph are.
@@ -48,8 +48,18 @@ from collections import deque
 import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin
 
+from .engine import MAX_RESENDS
 from .execution import Execution
 from .shards import as_rows
+from .swaps import (
+    check_rows,
+    forget_swap_states,
+    invalid_distance,
+    scan_and_swap_task,
+    stop_threshold,
+    swap_state,
+    swap_task,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,51 +68,6 @@ def _check_random_state(seed) -> np.random.Generator:
     if isinstance(seed, np.random.Generator):
         return seed
     return np.random.default_rng(seed)
-
-
-def invalid_distance(point: int, col: int, value: float) -> ValueError:
-    """The error for a NaN, infinite or negative entry D[point, col]."""
-    what = "negative" if value < 0 else ("NaN" if np.isnan(value) else "infinite")
-    return ValueError(
-        f"D contains NaN or infinite or negative distances: D[{point}, {col}] is {what} ({value}), and row "
-        f"{point} is the first bad row. Geodesic distances must be finite and non-negative; a disconnected "
-        "graph gives infinite ones and NaN latents NaN: rebuild the graph with "
-        "knn_graph(..., disconnected='repair') from finite latents")
-
-
-def check_rows(rows: np.ndarray, ids) -> None:
-    """Rows taken whole (seeding, medoid rows) are checked as they arrive."""
-    bad = ~((rows >= 0) & (rows < np.inf))
-    if bad.any():
-        i = int(np.argmax(bad.any(axis=1)))
-        j = int(np.argmax(bad[i]))
-        raise invalid_distance(int(np.asarray(ids)[i]), j, float(rows[i, j]))
-
-
-def swap_state(rows: np.ndarray, medoids: np.ndarray, k: int, near=None, changed: int = -1):
-    """``(is_medoid, nearest, d1, d2, removal)`` for the swap kernels, from the squared medoid rows
-    (k, n); ``near`` holds the nearest / second-nearest arrays, updated in place for a change of
-    medoid ``changed`` (-1: all). Returns ``(state, near)``; the state's arrays are copies."""
-    from ..cpu.kernels import nearest_two
-
-    n = rows.shape[1]
-    if near is None:
-        near = (np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n), np.empty(n))
-        changed = -1
-    n1, n2, d1, d2 = near
-    nearest_two(rows, changed, n1, n2, d1, d2)
-    if rows.shape[0] == 1:
-        d2 = np.full(n, np.inf)
-    removal = np.bincount(n1, weights=d2 - d1, minlength=k)
-    is_medoid = np.zeros(n, np.bool_)
-    is_medoid[medoids] = True
-    return (is_medoid, n1.copy(), d1.copy(), d2.copy(), removal), near
-
-
-def stop_threshold(state) -> float:
-    """A swap must lower the cost by more than this relative amount: float noise must not swap
-    back and forth."""
-    return -1e-12 * max(float(np.sum(state[2])), 1e-300)
 
 
 # --- tasks run where a shard is held: the handle carries the kernels that read its block -----
@@ -117,168 +82,6 @@ def _medoid_cost_task(handle, args, check_cols=None):
             handle.kernels.columns(handle.block, check_cols))
 
 
-def _swap_task(handle, lo: int, hi: int, state, stop_below: float):
-    """Swap gains of candidate rows lo:hi, evaluated up to the first improving one: ``(hits,
-    scanned)`` with at most one hit ``(offset, medoid, row)``; the row comes back with it (the
-    driver needs it as the new medoid's row, and would otherwise ask for it in another round trip)."""
-    delta, best = handle.kernels.swap_gains(handle.block, handle.rows, lo, hi, state, stop_below)
-    return _first_hit(handle, lo, hi, delta, best, stop_below)
-
-
-def _first_hit(handle, lo: int, hi: int, delta, best, stop_below: float):
-    hits = np.flatnonzero(delta < stop_below)
-    if not hits.size:
-        return [], hi - lo
-    h = int(hits[0])
-    return [(h, int(best[h]), np.array(handle.data[lo + h], dtype=np.float32))], h + 1
-
-
-# --- swaps applied where the shards are (Dask workers) ---------------------------------------
-#
-# A Dask task costs a round trip of milliseconds, and an eager scan needs the answer for one
-# candidate before it can judge the next after a swap. So on a Dask engine a swap task scans its
-# whole block and applies the swaps it finds itself, on a copy of the swap state kept in the
-# worker's process; the driver gets the list of swaps back and tells the next tasks (on any
-# worker) which swaps were accepted since that worker last heard. The swaps made are still those
-# of a one-candidate-at-a-time scan; the state a worker keeps only ever holds accepted swaps (a
-# task undoes its own before it returns: the driver may have dropped it).
-
-class _Behind(Exception):
-    """This process holds no swap state as far along as the task's log starts."""
-
-
-class WorkerSwapState:
-    """The swap state of one k-medoids swap phase as a worker keeps it: the squared medoid rows,
-    the medoids, the nearest / second-nearest arrays and the kernels' state tuple, after the first
-    ``n_applied`` swaps of the driver's log."""
-
-    def __init__(self, medoids: np.ndarray, rows: np.ndarray, k: int, files=None):
-        self.k = k
-        self.files = files  # per shard (path, checksum) when log entries name rows by place
-        self.medoids = np.array(medoids, dtype=np.int64)
-        self.rows = np.array(rows, dtype=np.float64)  # the scattered copy is shared: never written
-        self.state, self.near = swap_state(self.rows, self.medoids, k)
-        self.stop_below = stop_threshold(self.state)
-        self.n_applied = 0
-
-    def apply(self, m: int, x: int, row32: np.ndarray) -> None:
-        check_rows(row32[None, :], [x])
-        self.medoids[m] = x
-        self.rows[m] = row32.astype(np.float64) ** 2
-        self.state, self.near = swap_state(self.rows, self.medoids, self.k, self.near, m)
-        self.stop_below = stop_threshold(self.state)
-
-    def catch_up(self, log_from: int, entries) -> None:
-        """Apply the log entries ``log_from, log_from + 1, ...`` this state lacks."""
-        if log_from > self.n_applied:
-            raise _Behind(self.n_applied)
-        for m, x, row in entries[self.n_applied - log_from:]:
-            if isinstance(row, tuple):  # (shard, position in it): read from the shard file
-                from .shards import open_shard
-
-                row = np.array(open_shard(*self.files[row[0]])[row[1]], dtype=np.float32)
-            self.apply(m, x, row)
-        self.n_applied = max(self.n_applied, log_from + len(entries))
-
-    def snapshot(self):
-        return (self.medoids.copy(), self.rows, tuple(a.copy() for a in self.near), self.state, self.stop_below)
-
-    def restore(self, snap, changed: dict) -> None:
-        """Back to ``snap``; ``changed`` maps each medoid position the scan changed to its row before."""
-        self.medoids, rows, near, self.state, self.stop_below = snap
-        for m, row in changed.items():
-            rows[m] = row
-        for mine, saved in zip(self.near, near):
-            mine[:] = saved
-
-
-class _SwapStates:
-    """Per process: the swap states of the latest swap phases (two kept), each a pool of states so
-    that a worker running several tasks at once gives each its own."""
-
-    keep = 2
-
-    def __init__(self):
-        import threading
-
-        self._lock = threading.Lock()
-        self._free: dict = {}  # token -> list of idle WorkerSwapState
-
-    def take(self, token: str, init, log_from: int) -> WorkerSwapState:
-        with self._lock:
-            pool = self._free.pop(token, None)
-            if pool is None:
-                pool = []
-                while len(self._free) >= self.keep:
-                    self._free.pop(next(iter(self._free)))
-            self._free[token] = pool
-            usable = [s for s in pool if s.n_applied >= log_from]
-            if usable:
-                st = max(usable, key=lambda s: s.n_applied)
-                pool.remove(st)
-                return st
-            if log_from > 0:  # a new state starts from the scattered one, before every swap
-                raise _Behind(max((s.n_applied for s in pool), default=0))
-        return WorkerSwapState(*init)
-
-    def give_back(self, token: str, st: WorkerSwapState) -> None:
-        with self._lock:
-            if token in self._free:
-                self._free[token].append(st)
-
-
-_SWAP_STATES = _SwapStates()
-
-
-def _worker_id():
-    try:
-        from distributed import get_worker
-
-        return get_worker().address
-    except (ImportError, ValueError):
-        return None
-
-
-def _swap_chain_task(handles, ranges, token: str, init, log_from: int, entries, block, send_rows):
-    """Scan candidate rows ``ranges[i]`` (lo, hi) of ``handles[i]``, in turn (consecutive shards,
-    one block of the scan), applying each improving swap at once and scanning on: returns ``(hits,
-    scanned, worker, n_applied, block)``, ``hits`` the swaps made as ``(offset in the block,
-    medoid, row)`` (the float32 row if ``send_rows``, else None: the driver reads it from the shard
-    file) and ``block`` the scan positions asked for, as given. ``entries`` are the driver's
-    accepted swaps ``(medoid position, point, row or (shard, position))`` from ``log_from`` on; a
-    process whose state is not that far along answers with ``hits`` None and how far it is."""
-    from concurrent.futures import Future
-
-    who = _worker_id()
-    try:
-        st = _SWAP_STATES.take(token, init, log_from)
-    except _Behind as e:
-        return None, 0, who, e.args[0], block
-    st.catch_up(log_from, entries)  # a state that fails here or below is dropped, not given back
-    hits, snap, changed, base = [], None, {}, 0
-    for handle, (lo, hi) in zip(handles, ranges):
-        if isinstance(handle, Future):  # threads: Dask resolves its own futures in a list
-            handle = handle.result()
-        pos = lo
-        while pos < hi:
-            delta, best = handle.kernels.swap_gains(handle.block, handle.rows, pos, hi, st.state, st.stop_below)
-            found, scanned = _first_hit(handle, pos, hi, delta, best, st.stop_below)
-            if not found:
-                break
-            h, m, row32 = found[0]
-            if snap is None:
-                snap = st.snapshot()
-            changed.setdefault(m, st.rows[m].copy())
-            st.apply(m, int(handle.rows[pos + h]), row32)
-            hits.append((base + pos + h - lo, m, row32 if send_rows else None))
-            pos += scanned
-        base += hi - lo
-    if snap is not None:  # the driver decides which swaps count: keep only its log here
-        st.restore(snap, changed)
-    _SWAP_STATES.give_back(token, st)
-    return hits, base, who, st.n_applied, block
-
-
 class DenseSource:
     """Distances read from a whole matrix held as row shards on an engine.
 
@@ -286,7 +89,7 @@ class DenseSource:
     ----------
     R : HeldShards
     block_rows : int
-        Swap candidates per task (never crossing a shard).
+        Swap candidates per task (see :meth:`block_end`).
     """
 
     #: The swap scan covers every point; no pass changes the candidates.
@@ -298,9 +101,11 @@ class DenseSource:
         self.engine = R.engine
         self.block_rows = block_rows
         self._workers = self.engine.workers()
-        self._sent = 0
+        self._turn = 0  # round-robin position over the workers
         self._running: dict = {}  # per worker, the swap tasks sent to it that may still run
-        self._blocks: dict = {}  # id of a worker-side scan's future -> its block (p0, p1), to send it again
+        self._blocks: dict = {}  # id of a worker-side scan's future -> (p0, p1, start-state generation)
+        if not self.engine.shares_memory:
+            R.shard_files()  # known before any worker is lost: its shards can then be re-opened
 
     # -- whole rows ---------------------------------------------------------------------------
     def rows(self, points) -> np.ndarray:
@@ -325,15 +130,17 @@ class DenseSource:
         the matrix and its symmetry on the medoid columns."""
         R = self.R
         cost = np.empty(R.n)
-        for attempt in range(3):
+        for attempt in range(MAX_RESENDS + 1):
             args = R.engine.scatter((labels, members, seg_start))
             try:
                 results = R.map_shards(_medoid_cost_task, args, None if check_rows32 is None else medoids)
                 break
             except Exception as exc:
-                if attempt == 2 or not R.engine.lost_data(exc):
+                if attempt == MAX_RESENDS or not R.engine.lost_data(exc):
                     raise
-                log.warning("a Dask worker was lost with the cluster labels (%s); sending them again", exc)
+                log.warning("a Dask worker was lost during a medoid update (%s); sending the cluster labels "
+                            "again", exc)
+                self._after_loss()
         for rows, (shard_cost, _, _) in zip(R.rows, results):
             cost[rows] = shard_cost
         if check_rows32 is not None:
@@ -342,6 +149,14 @@ class DenseSource:
                 raise invalid_distance(*min(bad))
             _check_symmetric(medoids, check_rows32, R.rows, [r[2] for r in results])
         return cost
+
+    def _after_loss(self) -> None:
+        """A worker was lost: shards it held that Dask cannot recompute are re-opened from their
+        files, and tasks go to the workers left."""
+        reopened = self.R.recover_lost()
+        if reopened:
+            log.warning("re-opened %d geodesic shards from their files on the workers left", reopened)
+        self._workers = self.engine.workers(refresh=True)
 
     # -- swaps --------------------------------------------------------------------------------
     def swap_scan(self, medoids, labels, rows) -> np.ndarray:
@@ -360,10 +175,15 @@ class DenseSource:
         self._files = self.R.shard_files()  # workers read new medoid rows there, if all can
         self._init_data = (np.array(medoids), rows.copy(), int(medoids.size), self._files)
         self._init = self.engine.scatter(self._init_data, broadcast=True)
-        self._init_sent = 1  # times the start state was scattered in this phase (again after a loss)
+        self._init_generation = 1  # sent again after a worker is lost with it
         self._log = []  # the accepted swaps: (medoid position, point, float32 row or (shard, position))
         self._log_sent: dict = {}  # per worker: how much of the log went with its last task
         return None
+
+    def end_swaps(self) -> None:
+        """The swap phase is over: workers let go of the states they kept for it."""
+        if self.engine.applies_swaps_on_workers:
+            self.engine.run_on_workers(forget_swap_states, self._token)
 
     def share_state(self, state, near, medoids):
         return self.engine.share(state)
@@ -380,65 +200,72 @@ class DenseSource:
 
     def submit_swap(self, scan, p0: int, p1: int, ctx, stop_below: float):
         """Swap gains of scan positions p0:p1 (``scan`` is the matrix's row order; see
-        :meth:`block_end`): a future of ``(hits, scanned)``, or of the worker-side scan's answer (see
-        :meth:`swap_result`)."""
-        worker = self._next_worker()
-        fut = self._submit(p0, p1, ctx, stop_below, worker)
-        self._running.setdefault(worker, []).append(fut)
-        return fut
-
-    def _submit(self, p0: int, p1: int, ctx, stop_below: float, worker, log_from: int | None = None):
+        :meth:`block_end`), a future for :meth:`swap_result`."""
+        if self.engine.applies_swaps_on_workers:
+            return self._submit_scan(p0, p1, self._next_worker())
         R = self.R
         shard = int(np.searchsorted(R.bounds, p0, side="right") - 1)
         lo = p0 - int(R.bounds[shard])
-        if not self.engine.applies_swaps_on_workers:
-            return R.submit(shard, _swap_task, lo, lo + p1 - p0, ctx, stop_below, worker=worker)
+        worker = self._next_worker() if R.file_backed else R.owners[shard]
+        return self._track(worker, R.submit(shard, swap_task, lo, lo + p1 - p0, ctx, stop_below, worker=worker))
+
+    def _submit_scan(self, p0: int, p1: int, worker, log_from: int | None = None):
+        """A worker-side scan of positions p0:p1 with the log from ``log_from`` on (default: what
+        ``worker`` has not been sent)."""
+        R = self.R
+        first = int(np.searchsorted(R.bounds, p0, side="right") - 1)
         last = int(np.searchsorted(R.bounds, p1 - 1, side="right") - 1)
         ranges = [(max(p0, int(R.bounds[k])) - int(R.bounds[k]), min(p1, int(R.bounds[k + 1])) - int(R.bounds[k]))
-                  for k in range(shard, last + 1)]
+                  for k in range(first, last + 1)]
         if not R.file_backed:
-            worker = R.owners[shard]  # a shard on a GPU is read by its owner only (and blocks stay in it)
+            worker = R.owners[first]  # a shard on a GPU is read by its owner only (and blocks stay in it)
         if log_from is None:
             # a worker runs its tasks one after the other, so it holds what its last task carried
             # (if that task was dropped before it started, the worker says so and gets more)
             log_from = self._log_sent.get(worker, 0)
         self._log_sent[worker] = len(self._log)
-        fut = self.engine.submit(_swap_chain_task, R.handles[shard : last + 1], ranges, self._token, self._init,
-                                 log_from, self._log[log_from:], (p0, p1), not R.files_readable_here,
-                                 worker=worker)
-        self._blocks[id(fut)] = (p0, p1, self._init_sent)
+        fut = self.engine.submit(scan_and_swap_task, R.handles[first : last + 1], ranges, self._token, self._init,
+                                 log_from, self._log[log_from:], not R.files_readable_here, worker=worker)
+        self._blocks[id(fut)] = (p0, p1, self._init_generation)
+        return self._track(worker, fut)
+
+    def _track(self, worker, fut):
+        self._running.setdefault(worker, []).append(fut)
         return fut
 
     def swap_result(self, fut):
         """``(hits, scanned)`` of a swap task, ``hits`` the swaps it made as ``(offset, medoid
-        position, float32 row)``. A worker-side scan's swaps join the log of accepted swaps (the
-        driver only asks for the oldest task it has not dropped, whose swaps it accepts); a
-        worker that does not hold the state as far as the task's log starts is sent more of it."""
+        position, float32 row or None)``. A worker-side scan's swaps join the log of accepted swaps
+        (the driver only asks for the oldest task it has not dropped, whose swaps it accepts); a
+        worker that does not hold the state as far as the task's log starts is sent more of it; a
+        task cancelled because a worker was lost with the data it needed is sent again."""
         if not self.engine.applies_swaps_on_workers:
             return fut.result()
         R = self.R
         while True:
-            p0, p1, sent = self._blocks.pop(id(fut))
+            p0, p1, generation = self._blocks.pop(id(fut))
             try:
-                hits, scanned, worker, n_applied, _ = fut.result()
+                hits, scanned, worker, n_applied = fut.result()
             except Exception as exc:
-                if not self.engine.lost_data(exc) or (sent == self._init_sent and sent > 3):
+                if not self.engine.lost_data(exc) or (generation == self._init_generation
+                                                      and generation > MAX_RESENDS):
                     raise
-                if sent == self._init_sent:
-                    # a worker died holding the only copy of the phase's start state: send it again
-                    # (tasks sent with the lost copy come back here and go out with the new one)
+                if generation == self._init_generation:
+                    # tasks sent with the lost copy come back here and go out with the new one
                     log.warning("a Dask worker was lost during the swap phase (%s); going on without it", exc)
+                    self._after_loss()
                     self._init = self.engine.scatter(self._init_data, broadcast=True)
-                    self._init_sent += 1
-                fut = self._submit(p0, p1, None, 0.0, self._next_worker(), log_from=0)  # the whole log
+                    self._init_generation += 1
+                fut = self._submit_scan(p0, p1, self._next_worker(), log_from=0)  # with the whole log
                 continue
             if hits is not None:
                 break
-            fut = self._submit(p0, p1, None, 0.0, worker, log_from=n_applied)
+            fut = self._submit_scan(p0, p1, worker, log_from=n_applied)
         for h, m, row in hits:
             x = int(R.order[p0 + h])
             self._log.append((m, x, R.place(x) if self._files else row))
         return hits, scanned
+
     def drop(self, futures) -> None:
         """Let go of swap tasks whose answers the driver no longer needs. A worker's first unfinished
         task is kept in mind (it is likely running, and a running task cannot be stopped); the
@@ -457,14 +284,14 @@ class DenseSource:
         stopped, and the first task after a swap should not wait behind one)."""
         n = len(self._workers)
         for i in range(n):
-            w = self._workers[(self._sent + i) % n]
+            w = self._workers[(self._turn + i) % n]
             left = [f for f in self._running.get(w, ()) if not f.done()]
             self._running[w] = left
             if not left:
-                self._sent += i + 1
+                self._turn += i + 1
                 return w
-        w = self._workers[self._sent % n]
-        self._sent += 1
+        w = self._workers[self._turn % n]
+        self._turn += 1
         return w
 
     def lookahead(self) -> int:
@@ -700,7 +527,6 @@ class KMedoidsDriver(BaseEstimator, ClusterMixin):
         k, n = self.n_clusters, src.n
         if k == n or k == 1:  # nothing to swap, or the alternating step is already optimal
             return medoids, rows, 0
-        eng = src.engine
         medoids = medoids.copy()
         state, near = self._swap_state(rows, medoids)
         n_swaps = passes = since_last = next_pos = 0
@@ -718,60 +544,64 @@ class KMedoidsDriver(BaseEstimator, ClusterMixin):
         ahead = 0  # candidates submitted but not yet consumed
         pending: deque = deque()
         last_save = time.monotonic()
-        while since_last < N and passes < self.max_swap_passes:
-            while len(pending) < depth and since_last + ahead < N:
-                if src.refreshes_candidates and pending and pending[-1][1] == N:
-                    break  # the next pass's candidates depend on this pass's swaps
-                p1 = min(src.block_end(next_pos), N)
-                fut = src.submit_swap(scan, next_pos, p1, ctx, stop_below)
-                pending.append((next_pos, p1, fut))
-                ahead += p1 - next_pos
-                next_pos = p1 % N
-            p0, p1, fut = pending.popleft()
-            ahead -= p1 - p0
-            hits, scanned = src.swap_result(fut)
-            pass_done = False
-            if hits:
-                src.drop([f for _, _, f in pending])
-                pending.clear()
-                for h, m, hit_row in hits:
-                    x = int(scan[p0 + h])
-                    if hit_row is None:
-                        hit_row = src.rows([x])[0]
-                    else:
-                        check_rows(hit_row[None, :], [x])
-                    medoids[m] = x
-                    rows[m] = hit_row.astype(np.float64) ** 2
-                    state, near = self._swap_state(rows, medoids, near, m)
-                    n_swaps += 1
-                ctx = src.share_state(state, near, medoids)
-                stop_below = stop_threshold(state)
-                ahead = 0
-                since_last = scanned - (hits[-1][0] + 1)
-                next_pos = p0 + scanned
-                if next_pos == N:
+        try:
+            while since_last < N and passes < self.max_swap_passes:
+                while len(pending) < depth and since_last + ahead < N:
+                    if src.refreshes_candidates and pending and pending[-1][1] == N:
+                        break  # the next pass's candidates depend on this pass's swaps
+                    p1 = min(src.block_end(next_pos), N)
+                    fut = src.submit_swap(scan, next_pos, p1, ctx, stop_below)
+                    pending.append((next_pos, p1, fut))
+                    ahead += p1 - next_pos
+                    next_pos = p1 % N
+                p0, p1, fut = pending.popleft()
+                ahead -= p1 - p0
+                hits, scanned = src.swap_result(fut)
+                pass_done = False
+                if hits:
+                    src.drop([f for _, _, f in pending])
+                    pending.clear()
+                    for h, m, hit_row in hits:
+                        x = int(scan[p0 + h])
+                        if hit_row is None:
+                            hit_row = src.rows([x])[0]
+                        else:
+                            check_rows(hit_row[None, :], [x])
+                        medoids[m] = x
+                        rows[m] = hit_row.astype(np.float64) ** 2
+                        state, near = self._swap_state(rows, medoids, near, m)
+                        n_swaps += 1
+                    ctx = src.share_state(state, near, medoids)
+                    stop_below = stop_threshold(state)
+                    ahead = 0
+                    since_last = scanned - (hits[-1][0] + 1)
+                    next_pos = p0 + scanned
+                    if next_pos == N:
+                        next_pos = 0
+                        passes += 1
+                        pass_done = True
+                else:
+                    since_last += scanned
+                    if p1 == N:
+                        passes += 1
+                        pass_done = True
+                        log.debug("k-means swap pass %d: %d swaps so far, cost %.6g", passes, n_swaps,
+                                  float(np.sum(state[2])))
+                if pass_done and src.refreshes_candidates and since_last < N:
+                    # a pass with swaps moved medoids: draw the candidates again (no look-ahead
+                    # crossed the end of the pass, so nothing evaluated on the old list is pending)
+                    new_scan = src.swap_scan(medoids, near[0], rows)
+                    if not np.array_equal(new_scan, scan):
+                        scan, N, since_last = new_scan, new_scan.size, 0
                     next_pos = 0
-                    passes += 1
-                    pass_done = True
-            else:
-                since_last += scanned
-                if p1 == N:
-                    passes += 1
-                    pass_done = True
-                    log.debug("k-means swap pass %d: %d swaps so far, cost %.6g", passes, n_swaps,
-                              float(np.sum(state[2])))
-            if pass_done and src.refreshes_candidates and since_last < N:
-                # a pass with swaps moved medoids: draw the candidates again (no look-ahead
-                # crossed the end of the pass, so nothing evaluated on the old list is pending)
-                new_scan = src.swap_scan(medoids, near[0], rows)
-                if not np.array_equal(new_scan, scan):
-                    scan, N, since_last = new_scan, new_scan.size, 0
-                next_pos = 0
-            if checkpoint is not None and not pending and time.monotonic() - last_save >= self.checkpoint_seconds:
-                checkpoint(medoids=medoids.copy(), n_swaps=n_swaps, passes=passes, since_last=since_last,
-                           next_pos=next_pos, scan=scan if src.refreshes_candidates else None)
-                last_save = time.monotonic()
-        src.drop([f for _, _, f in pending])
+                due = checkpoint is not None and time.monotonic() - last_save >= self.checkpoint_seconds
+                if due and not pending:
+                    checkpoint(medoids=medoids.copy(), n_swaps=n_swaps, passes=passes, since_last=since_last,
+                               next_pos=next_pos, scan=scan if src.refreshes_candidates else None)
+                    last_save = time.monotonic()
+        finally:
+            src.drop([f for _, _, f in pending])
+            src.end_swaps()
         return medoids, rows, n_swaps
 
 

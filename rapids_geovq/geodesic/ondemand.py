@@ -59,7 +59,8 @@ import numpy as np
 
 from ..common.graphs import graph_fingerprint
 from .execution import Execution
-from .kmeans import KMedoidsDriver, check_rows
+from .kmeans import KMedoidsDriver
+from .swaps import check_rows
 
 log = logging.getLogger(__name__)
 
@@ -294,6 +295,9 @@ class OnDemandSource:
     def drop(self, futures) -> None:
         """Let go of swap tasks whose answers the driver no longer needs."""
         self.engine.cancel(futures)
+
+    def end_swaps(self) -> None:
+        """The swap phase is over (nothing is kept for it elsewhere)."""
 
     @staticmethod
     def swap_result(fut):

@@ -23,7 +23,7 @@ import numpy as np
 from ..common.arrays import array_crc32
 from ..common.graphs import graph_fingerprint
 from ..common.resources import check_resources
-from .engine import HeldShards, ShardHandle, connect
+from .engine import MAX_RESENDS, HeldShards, ShardHandle, connect
 from .plan import LAYOUT, PathPlan, make_plan
 from .shards import ShardError, ShardFiles, ShardInfo, finished_shard, shard_name, write_manifest, write_shard
 
@@ -219,7 +219,7 @@ def geodesic_row_shards(graph, out_dir: str | os.PathLike, *, shard_rows: int = 
                     try:
                         metas[k] = fut.result()
                     except Exception as exc:
-                        if not engine.lost_data(exc) or losses == 3:
+                        if not engine.lost_data(exc) or losses == MAX_RESENDS:
                             raise
                         again.append(k)  # a worker died with the only copy of the plan
                         continue
