@@ -148,6 +148,33 @@ def test_cuda_shards_and_kmeans_equal_cpu(tmp_path):
     assert km_gpu.inertia_ == km_cpu.inertia_ and km_gpu.n_swaps_ == km_cpu.n_swaps_
 
 
+def test_worker_side_swaps_on_device_shards_equal_cpu(tmp_path):
+    """The Dask path's worker-side scan (a task swaps in what it finds on its process's copy of the
+    swap state and scans on) over shards held on the device, with the GPU swap kernels: the same
+    medoids as the CPU's driver-applied scan. (An engine of threads that scans as Dask workers do.)"""
+    from rapids_geovq.backends.cupy_backend import CupyBackend
+    from rapids_geovq.geodesic.engine import ThreadEngine
+    from rapids_geovq.geodesic.kmeans import GeodesicKMeans
+    from rapids_geovq.geodesic.shortest_paths import geodesic_row_shards
+    from rapids_geovq.gpu.cuda_paths import CudaPaths
+
+    class WorkerSwapsThreads(ThreadEngine):
+        applies_swaps_on_workers = True
+
+    G = knn_graph(_points(40, 6, d=2), 4)
+    kw = dict(n_init=2, random_state=1)
+    cpu_D = geodesic_row_shards(G, tmp_path / "cpu", shard_rows=16, method="numba", backend="numpy", progress=False)
+    km_cpu = GeodesicKMeans(5, execution=Execution(backend="numpy", n_workers=1, block_rows=3), **kw).fit(cpu_D)
+    with WorkerSwapsThreads(1) as eng:  # the simulator runs one kernel at a time
+        gpu_D = geodesic_row_shards(G, tmp_path / "gpu", shard_rows=16, engine=eng, method=CudaPaths(), progress=False)
+        assert gpu_D.held.count_on_device() == len(gpu_D.shards) and not gpu_D.held.file_backed
+        km_gpu = GeodesicKMeans(5, execution=Execution(backend=CupyBackend(), engine=eng, block_rows=16), **kw).fit(gpu_D)
+    assert km_cpu.n_swaps_ > 0
+    assert np.array_equal(km_gpu.medoid_indices_, km_cpu.medoid_indices_)
+    assert np.array_equal(km_gpu.labels_, km_cpu.labels_)
+    assert km_gpu.inertia_ == km_cpu.inertia_ and km_gpu.n_swaps_ == km_cpu.n_swaps_
+
+
 def test_simulator_or_gpu():
     """Where no GPU is visible the kernels ran on the simulator, never silently skipped."""
     from pathlib import Path
