@@ -168,7 +168,8 @@ def test_worker_side_swaps_on_device_shards_equal_cpu(tmp_path):
     with WorkerSwapsThreads(1) as eng:  # the simulator runs one kernel at a time
         gpu_D = geodesic_row_shards(G, tmp_path / "gpu", shard_rows=16, engine=eng, method=CudaPaths(), progress=False)
         assert gpu_D.held.count_on_device() == len(gpu_D.shards) and not gpu_D.held.file_backed
-        km_gpu = GeodesicKMeans(5, execution=Execution(backend=CupyBackend(), engine=eng, block_rows=16), **kw).fit(gpu_D)
+        ex = Execution(backend=CupyBackend(), engine=eng, block_rows=16)
+        km_gpu = GeodesicKMeans(5, execution=ex, **kw).fit(gpu_D)
     assert km_cpu.n_swaps_ > 0
     assert np.array_equal(km_gpu.medoid_indices_, km_cpu.medoid_indices_)
     assert np.array_equal(km_gpu.labels_, km_cpu.labels_)

@@ -554,7 +554,8 @@ class HeldShards:
         left, in host memory. Returns how many; a lost in-memory shard is an :class:`EngineError`."""
         if self.engine.shares_memory:
             return 0
-        lost = [k for k, h in enumerate(self.handles) if getattr(h, "status", "finished") in ("cancelled", "lost", "error")]
+        gone = ("cancelled", "lost", "error")
+        lost = [k for k, h in enumerate(self.handles) if getattr(h, "status", "finished") in gone]
         if not lost:
             return 0
         files = self._files or None
