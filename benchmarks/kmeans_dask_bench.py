@@ -5,9 +5,12 @@ round trip. This builds the geodesic shards of the first ``--n`` latents once, t
 (the quick job's settings: K = 64, 2 restarts) on this process's threads and on a Dask
 ``LocalCluster`` with the same number of single-threaded worker processes, alternating
 (threads, Dask, threads, Dask, ...) so both see the same machine, and checks the results are
-identical. Writes ``--out``.json and .md::
+identical. ``--shards`` uses a run's shard directory as it is instead (all its rows). Writes
+``--out``.json and .md::
 
     python benchmarks/kmeans_dask_bench.py --latents runs/paper/seed_0/artifacts/latents.npz
+    python benchmarks/kmeans_dask_bench.py --shards runs/paper/seed_0/geodesic --n-init 3 --repeats 2 \
+        --out docs/benchmarks/kmeans_dask_60k
 """
 from __future__ import annotations
 
@@ -24,7 +27,9 @@ import numpy as np
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--latents", required=True)
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--latents", help="latents (.npz or .npy): the geodesic shards of the first --n are built")
+    src.add_argument("--shards", help="an existing geodesic shard directory (a run's geodesic/), used as it is")
     ap.add_argument("--n", type=int, default=20000)
     ap.add_argument("--clusters", type=int, default=64)
     ap.add_argument("--n-init", type=int, default=2)
@@ -44,13 +49,17 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from kmedoids_scale import load, machine
 
-    Z = load(args.latents, args.n)
     scratch = Path(args.scratch)
-    shutil.rmtree(scratch, ignore_errors=True)
-    extra = {} if args.shard_rows is None else {"shard_rows": args.shard_rows}
-    geodesic_row_shards(knn_graph(Z, 10), scratch / "geo", backend="numpy", n_workers=args.workers, progress=False,
-                        **extra)
-    D = load_row_shards(scratch / "geo")
+    if args.shards:
+        D = load_row_shards(args.shards)
+        args.n = D.shape[0]
+    else:
+        Z = load(args.latents, args.n)
+        shutil.rmtree(scratch, ignore_errors=True)
+        extra = {} if args.shard_rows is None else {"shard_rows": args.shard_rows}
+        geodesic_row_shards(knn_graph(Z, 10), scratch / "geo", backend="numpy", n_workers=args.workers,
+                            progress=False, **extra)
+        D = load_row_shards(scratch / "geo")
     shard_rows = int(D.shards[0].stop - D.shards[0].start)
     engines = {"threads": connect("threads", args.workers), "dask": connect("local", args.workers)}
     times = {k: [] for k in engines}
@@ -102,7 +111,7 @@ def main(argv=None) -> int:
         md.append(f"| {i} | {t:.2f} s | {d:.2f} s | {d / t:.2f} |")
     md += ["", f"Median ratio {res['ratio_median']:.2f}; identical medoids, labels and inertia: {'yes' if same else 'NO'} "
            f"({res['n_swaps']} swaps in the best restart).", "",
-           "Seconds per phase in the last repeat (both restarts):", "",
+           "Seconds per phase in the last repeat (all restarts):", "",
            "| engine | seeding | assignment | medoid update | swaps |", "|---|---:|---:|---:|---:|"]
     for k, ph in res["phase_seconds_last_repeat"].items():
         md.append(f"| {k} | {ph['seeding']:.2f} | {ph['assignment']:.2f} | {ph['update']:.2f} | {ph['swaps']:.2f} |")
