@@ -542,10 +542,9 @@ class HeldShards:
         shard. Reading a row there is reading the shard; running tasks there is for
         ``file_backed`` shards only (a GPU's shard is read where it is)."""
         if self._files is None:
-            self._files = []
-            handles = self.engine.gather(self.handles)
-            if all(h.path is not None for h in handles):
-                self._files = [(h.path, h.crc32) for h in handles]
+            # ask for the file names only: a handle of an in-memory shard would bring its rows along
+            files = self.map_shards(_file_of)
+            self._files = files if all(path is not None for path, _ in files) else []
         return self._files or None
 
     def recover_lost(self) -> int:
@@ -629,6 +628,10 @@ def _each_shard(handles, fn, *args) -> list:
     if not isinstance(handles, list):
         handles = [handles]
     return [fn(h, *args) for h in handles]
+
+
+def _file_of(handle: ShardHandle) -> tuple:
+    return handle.path, handle.crc32
 
 
 def _on_device(handle: ShardHandle) -> bool:
